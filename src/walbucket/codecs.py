@@ -1,0 +1,83 @@
+"""Compression codecs as a table: name -> how to compress a buffer and how to stream-decompress.
+
+zstandard and lz4 release the GIL while they work, so parallel uploads use both cores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["CODECS", "Codec", "Decompressor", "codec"]
+
+
+class Decompressor(Protocol):
+    def decompress(self, chunk: bytes) -> bytes: ...
+    def flush(self) -> bytes: ...
+
+
+class _Identity:
+    def decompress(self, chunk: bytes) -> bytes:
+        return chunk
+
+    def flush(self) -> bytes:
+        return b""
+
+
+class _ZstdStream:
+    def __init__(self) -> None:
+        import zstandard
+
+        self._obj = zstandard.ZstdDecompressor().decompressobj()
+
+    def decompress(self, chunk: bytes) -> bytes:
+        return bytes(self._obj.decompress(chunk))
+
+    def flush(self) -> bytes:
+        return b""
+
+
+class _Lz4Stream:
+    def __init__(self) -> None:
+        import lz4.frame
+
+        self._obj = lz4.frame.LZ4FrameDecompressor()
+
+    def decompress(self, chunk: bytes) -> bytes:
+        return bytes(self._obj.decompress(chunk))
+
+    def flush(self) -> bytes:
+        return b""
+
+
+def _zstd_compress(data: bytes, level: int) -> bytes:
+    import zstandard
+
+    return bytes(zstandard.ZstdCompressor(level=level, write_content_size=True).compress(data))
+
+
+def _lz4_compress(data: bytes, level: int) -> bytes:
+    import lz4.frame
+
+    return bytes(lz4.frame.compress(data, compression_level=level, store_size=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    name: str
+    default_level: int
+    levels: range
+    compress: Callable[[bytes, int], bytes]
+    decompressor: Callable[[], Decompressor]
+
+
+CODECS: dict[str, Codec] = {
+    "none": Codec("none", 0, range(0, 1), lambda data, _level: data, _Identity),
+    "zstd": Codec("zstd", 3, range(-7, 23), _zstd_compress, _ZstdStream),
+    "lz4": Codec("lz4", 0, range(0, 17), _lz4_compress, _Lz4Stream),
+}
+
+
+def codec(name: str) -> Codec | None:
+    return CODECS.get(name)

@@ -1,0 +1,65 @@
+"""Durable local file writes: temp file in the destination's directory, fsync, rename, fsync the directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["AtomicFile", "fsync_dir", "write_file_atomically"]
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AtomicFile:
+    """Write ``dest`` all or nothing: nothing appears at ``dest`` unless :meth:`commit` returns.
+
+    The temporary name starts with '.' and ends in '.walbucket-tmp' so that nothing mistakes it for WAL.
+    """
+
+    def __init__(self, dest: Path, mode: int = 0o600) -> None:
+        self.dest = dest
+        self.tmp = dest.with_name(f".{dest.name}.{os.getpid()}.walbucket-tmp")
+        self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        self._done = False
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def commit(self) -> None:
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        os.replace(self.tmp, self.dest)
+        self._done = True
+        fsync_dir(self.dest.parent)
+
+    def discard(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if not self._done:
+            self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AtomicFile:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.discard()
+
+
+def write_file_atomically(dest: Path, data: bytes) -> None:
+    with AtomicFile(dest) as f:
+        f.write(data)
+        f.commit()

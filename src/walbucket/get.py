@@ -1,0 +1,137 @@
+"""Restore one WAL file from the archive for PostgreSQL's restore_command."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .codecs import CODECS
+from .errors import IdentityMismatch, IntegrityError, UsageError
+from .fsutil import AtomicFile
+from .identity import identity_conflict
+from .keylayout import META_CODEC, META_SHA256, META_SIZE, META_SYSTEM_ID, KeyLayout
+from .push import load_identity
+from .store import Store, StoredObject
+from .walheader import LONG_HEADER_SIZE, HeaderError, WalHeader, parse_long_header, read_control_system_id
+from .walname import WalKind, WalName, parse_wal_name
+
+__all__ = ["Missing", "Restored", "get", "verify_into"]
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    name: str
+    key: str
+    size: int
+    stored_size: int
+    from_partial: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    name: str
+    key: str
+
+
+def get(
+    name: str, dest: Path, store: Store, layout: KeyLayout, *, data_dir: Path | None, restore_partial: bool = False
+) -> Restored | Missing:
+    """Restore WAL file ``name`` to ``dest``, verified, or report it Missing after one request.
+
+    ``dest`` appears complete or not at all. Segments are checked against the archive identity and against the
+    cluster being recovered (``data_dir/global/pg_control``). With ``restore_partial``, a segment that is absent
+    is answered from its ``.partial`` object (only then: a full segment always wins).
+    """
+    wal = parse_wal_name(name)
+    if wal is None:
+        raise UsageError(
+            f"'{name}' is not a WAL file name",
+            hint="restore_command must be 'walbucket get %f %p' (the name first, then the destination path)",
+        )
+    key = layout.key(wal)
+    stored = store.read(key)
+    from_partial = False
+    if stored is None and restore_partial and wal.kind is WalKind.SEGMENT:
+        partial = parse_wal_name(wal.name + ".partial")
+        assert partial is not None
+        stored = store.read(layout.key(partial))
+        from_partial = stored is not None
+    if stored is None:
+        return Missing(wal.name, key)
+    verify_into(wal, stored, dest, store, layout, data_dir)
+    return Restored(wal.name, stored.info.key, int(stored.info.metadata[META_SIZE]), stored.info.size, from_partial)
+
+
+def verify_into(
+    wal: WalName, stored: StoredObject, dest: Path, store: Store, layout: KeyLayout, data_dir: Path | None
+) -> WalHeader | None:
+    """Decompress ``stored`` into ``dest`` atomically after checking hash, size, header and identity."""
+    key = stored.info.key
+    meta = stored.info.metadata
+    codec = CODECS.get(meta.get(META_CODEC, ""))
+    expected_sha = meta.get(META_SHA256)
+    if codec is None or expected_sha is None or not meta.get(META_SIZE, "").isdigit():
+        raise IntegrityError(
+            f"object '{key}' lacks walbucket's metadata (codec, SHA-256, size)",
+            hint="it was not written by walbucket push, or its metadata was stripped by a copy",
+        )
+    local_id = read_control_system_id(data_dir) if data_dir is not None else None
+    _check_system_id(wal, meta.get(META_SYSTEM_ID), local_id)
+    with AtomicFile(dest) as out:
+        digest = hashlib.sha256()
+        decompressor = codec.decompressor()
+        head = b""
+        size = 0
+        try:
+            view = memoryview(stored.body)
+            for start in range(0, len(view), _CHUNK):
+                chunk = decompressor.decompress(bytes(view[start : start + _CHUNK]))
+                if len(head) < LONG_HEADER_SIZE:
+                    head += chunk[: LONG_HEADER_SIZE - len(head)]
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+            tail = decompressor.flush()
+            digest.update(tail)
+            size += len(tail)
+            out.write(tail)
+        except Exception as exc:  # noqa: BLE001 - any codec failure means the stored bytes are damaged
+            raise IntegrityError(f"object '{key}' does not decompress with {codec.name}: {exc}") from None
+        if size != int(meta[META_SIZE]) or digest.hexdigest() != expected_sha:
+            raise IntegrityError(
+                f"WAL file '{wal.name}' from '{key}' fails its checksum (SHA-256 or size differ from the metadata)",
+                hint="the stored object is damaged; restore stopped so that recovery does not replay bad WAL",
+            )
+        header = _check_header(wal, head, store, layout, local_id) if wal.is_wal_data else None
+        out.commit()
+    return header
+
+
+def _check_system_id(wal: WalName, stored_id: str | None, local_id: int | None) -> None:
+    if stored_id is not None and local_id is not None and stored_id != str(local_id):
+        raise IdentityMismatch(
+            f"WAL file '{wal.name}' belongs to system id {stored_id}, but this cluster's pg_control has {local_id}",
+            hint=_HINT,
+        )
+
+
+def _check_header(wal: WalName, head: bytes, store: Store, layout: KeyLayout, local_id: int | None) -> WalHeader:
+    try:
+        header = parse_long_header(head)
+    except HeaderError as exc:
+        raise IntegrityError(f"WAL file '{wal.name}' restored from the archive is not a valid segment: {exc}") from None
+    assert wal.segment is not None
+    if header.page_lsn != wal.segment.start_lsn(header.seg_size):
+        raise IntegrityError(f"the object for WAL file '{wal.name}' holds another segment's data")
+    _check_system_id(wal, str(header.system_id), local_id)
+    identity = load_identity(store, layout)
+    conflict = identity_conflict(identity, header) if identity is not None else None
+    if conflict is not None:
+        raise IdentityMismatch(f"WAL file '{wal.name}' does not belong to this archive: {conflict}", hint=_HINT)
+    return header
+
+
+_HINT = "restore_command reads another cluster's archive: check the bucket and prefix settings"

@@ -1,0 +1,47 @@
+"""Turn Settings into a Store. The only place that imports boto3, and only when called."""
+
+from __future__ import annotations
+
+from ..settings import Settings
+from .protocol import Store
+
+__all__ = ["open_store"]
+
+
+def open_store(settings: Settings) -> Store:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError
+
+    from ..errors import ConfigError
+    from .s3 import S3Store
+
+    config = Config(
+        region_name=settings.region,
+        s3={"addressing_style": "path" if settings.path_style else "auto"},
+        retries={"max_attempts": 1, "mode": "standard"},  # walbucket's own policy retries, within its budget
+        connect_timeout=settings.timeout,
+        read_timeout=settings.timeout,
+        max_pool_connections=32,
+        user_agent_extra="walbucket",
+    )
+    try:
+        session = boto3.session.Session(profile_name=settings.profile)
+        client = session.client(
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            verify=settings.ca_bundle if settings.ca_bundle else settings.verify_tls,
+            config=config,
+        )
+    except BotoCoreError as exc:
+        raise ConfigError(f"cannot create the S3 client: {exc}") from None
+    return S3Store(
+        client,
+        settings.bucket,
+        retry_budget=settings.retry_budget,
+        storage_class=settings.storage_class,
+        sse=settings.sse,
+        sse_kms_key_id=settings.sse_kms_key_id,
+        multipart_threshold=settings.multipart_threshold,
+        multipart_chunk_size=settings.multipart_chunk_size,
+    )

@@ -1,0 +1,62 @@
+"""In-memory Store for unit tests; ``honours_conditions=False`` behaves like an endpoint that ignores If-None-Match."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from .protocol import ObjectInfo, StoredObject
+
+__all__ = ["MemoryStore"]
+
+
+@dataclass
+class _Entry:
+    body: bytes
+    metadata: dict[str, str]
+    tags: dict[str, str]
+
+
+@dataclass
+class MemoryStore:
+    honours_conditions: bool = True
+    objects: dict[str, _Entry] = field(default_factory=dict)
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def _info(self, key: str, entry: _Entry) -> ObjectInfo:
+        return ObjectInfo(key, len(entry.body), dict(entry.metadata))
+
+    def read(self, key: str) -> StoredObject | None:
+        self.requests.append(("read", key))
+        entry = self.objects.get(key)
+        return None if entry is None else StoredObject(self._info(key, entry), entry.body)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        self.requests.append(("head", key))
+        entry = self.objects.get(key)
+        return None if entry is None else self._info(key, entry)
+
+    def create(self, key: str, body: bytes, metadata: Mapping[str, str], tags: Mapping[str, str]) -> bool:
+        self.requests.append(("create", key))
+        with self._lock:
+            if self.honours_conditions and key in self.objects:
+                return False
+            self.objects[key] = _Entry(bytes(body), dict(metadata), dict(tags))
+            return True
+
+    def put(self, key: str, body: bytes, metadata: Mapping[str, str], tags: Mapping[str, str]) -> None:
+        self.requests.append(("put", key))
+        with self._lock:
+            self.objects[key] = _Entry(bytes(body), dict(metadata), dict(tags))
+
+    def tags(self, key: str) -> dict[str, str] | None:
+        self.requests.append(("tags", key))
+        entry = self.objects.get(key)
+        return None if entry is None else dict(entry.tags)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        self.requests.append(("list", prefix))
+        for key in sorted(k for k in self.objects if k.startswith(prefix)):
+            yield ObjectInfo(key, len(self.objects[key].body))

@@ -1,0 +1,58 @@
+"""The Store port: the handful of object-storage operations walbucket needs.
+
+The contract lives in these docstrings and is tested by tests/test_store_contract.py against every adapter.
+Adapters translate their own errors into walbucket.errors: StoreUnavailable for transient failures that outlasted
+the retry budget, StoreError for refusals. Absence is an answer (None or False), never an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = ["ObjectInfo", "Store", "StoredObject"]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    info: ObjectInfo
+    body: bytes
+
+
+class Store(Protocol):
+    def read(self, key: str) -> StoredObject | None:
+        """Return the object with its metadata in one request, or None when there is no such key."""
+        ...
+
+    def head(self, key: str) -> ObjectInfo | None:
+        """Return the object's size and metadata, or None when there is no such key."""
+        ...
+
+    def create(self, key: str, body: bytes, metadata: Mapping[str, str], tags: Mapping[str, str]) -> bool:
+        """Store the object only if the key is free (If-None-Match: *).
+
+        Return True when this call created it, False when the key already existed (HTTP 412), in which case
+        nothing was written. An endpoint that ignores the condition overwrites and returns True: callers that
+        depend on the condition probe for it first (see walbucket.conditional).
+        """
+        ...
+
+    def put(self, key: str, body: bytes, metadata: Mapping[str, str], tags: Mapping[str, str]) -> None:
+        """Store the object unconditionally; only for endpoints without conditional writes."""
+        ...
+
+    def tags(self, key: str) -> dict[str, str] | None:
+        """Return the object's tags, or None when there is no such key."""
+        ...
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Yield every object whose key starts with ``prefix``, in key order (metadata is not filled in)."""
+        ...

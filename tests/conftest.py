@@ -1,0 +1,57 @@
+"""Shared fixtures: a real S3 endpoint (moto's server on 127.0.0.1), buckets, and the walbucket executable."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+from lab_s3 import MotoServer
+
+_BUCKETS = itertools.count(1)
+WALBUCKET = Path(sys.executable).with_name("walbucket")
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    server = MotoServer(log_path=tmp_path_factory.mktemp("moto") / "moto.log")
+    with server:
+        yield server
+
+
+@pytest.fixture
+def bucket(moto_server: MotoServer) -> str:
+    name = f"wb-test-{os.getpid()}-{next(_BUCKETS)}"
+    moto_server.client().create_bucket(Bucket=name)  # type: ignore[attr-defined]
+    return name
+
+
+@pytest.fixture
+def s3_client(moto_server: MotoServer) -> object:
+    return moto_server.client()
+
+
+@pytest.fixture
+def wb_env(moto_server: MotoServer, bucket: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for running the walbucket CLI against this test's bucket, and nothing else of the caller's."""
+    state = tmp_path / "state"
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "WALBUCKET_STATE_DIR": str(state),
+        "WALBUCKET_RETRY_BUDGET": "5",
+        **moto_server.env(bucket, prefix="test"),
+    }
+
+
+def run_walbucket(
+    args: list[str], env: Mapping[str, str], cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed walbucket executable as PostgreSQL would: a fresh process, exit code and stderr."""
+    return subprocess.run(
+        [str(WALBUCKET), *args], env=dict(env), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
