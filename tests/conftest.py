@@ -6,11 +6,13 @@ import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lab_s3 import MotoServer
+from walfactory import segment_bytes
 
 _BUCKETS = itertools.count(1)
 WALBUCKET = Path(sys.executable).with_name("walbucket")
@@ -55,3 +57,37 @@ def run_walbucket(
     return subprocess.run(
         [str(WALBUCKET), *args], env=dict(env), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+# --- CLI tests (tests/test_cli.py, tests/test_cli_faults.py) ---------------------------------------------------
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A cluster's data directory: the working directory of archive_command and restore_command."""
+    path = tmp_path / "pgdata"
+    (path / "pg_wal").mkdir(parents=True)
+    return path
+
+
+@pytest.fixture
+def wal_file(data_dir: Path) -> Callable[..., Path]:
+    """Write a WAL file into data_dir/pg_wal: ``wal_file(name)`` a valid segment, ``wal_file(name, data)`` any bytes."""
+
+    def write(name: str, data: bytes | None = None, **segment: Any) -> Path:
+        path = data_dir / "pg_wal" / name
+        path.write_bytes(segment_bytes(name, **segment) if data is None else data)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def bucket_keys(s3_client: Any, bucket: str) -> Callable[[], list[str]]:
+    """List every key in this test's bucket, read directly with boto3."""
+
+    def keys() -> list[str]:
+        pages = s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+    return keys

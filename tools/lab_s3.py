@@ -45,6 +45,8 @@ class MotoServer:
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONWARNINGS": "ignore"},
         )
+        if not isinstance(log, int):
+            log.close()  # the child has its own descriptor; an unclosed one is a ResourceWarning, an error in pytest
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -11,13 +11,18 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from .errors import INTERNAL_EXIT, INTERNAL_GET_EXIT, ConfigError, StoreUnavailable, UsageError, WalbucketError
 from .settings import CONFIG_ENV, Settings, load_settings
+
+if TYPE_CHECKING:
+    from .push import PushOptions
+    from .spool import Spool
+    from .store import Store
 
 __all__ = ["main", "run"]
 
@@ -43,6 +48,12 @@ Exit 0 restored; 1 not in the archive; 8 archive unreachable on a standby (Postg
 above 125 (202-250) for any other failure, which aborts recovery instead of ending it early."""
 
 
+_WORKER_HELP = """\
+Run the asynchronous worker for the data directory that is the current directory, in the foreground.
+push and get start it on their own when async = on; it pushes ready WAL ahead and prefetches WAL for recovery
+into the spool directory, and exits after async_idle_exit seconds without work."""
+
+
 class _ArgumentError(Exception):
     pass
 
@@ -52,13 +63,27 @@ class _Parser(argparse.ArgumentParser):
         raise _ArgumentError(f"{self.prog}: {message}")
 
 
-def _parser() -> _Parser:
+def _common_options(defaults: bool) -> _Parser:
+    # A subcommand's defaults overwrite what the main parser parsed, so the subcommands' copies of these options
+    # have no default: 'walbucket --config F push P' and 'walbucket push --config F P' both read F.
+    keep: dict[str, Any] = {} if defaults else {"default": argparse.SUPPRESS}
     common = _Parser(add_help=False)
-    common.add_argument("--config", metavar="PATH", help=f"TOML settings file (default: ${CONFIG_ENV})")
-    common.add_argument("-v", "--verbose", action="store_true", help="log each request and decision")
+    common.add_argument("--config", metavar="PATH", help=f"TOML settings file (default: ${CONFIG_ENV})", **keep)
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also log retries, the conditional-write probe and identity creation",
+        **keep,
+    )
+    return common
+
+
+def _parser() -> _Parser:
+    common = _common_options(defaults=False)
     parser = _Parser(
         prog="walbucket", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[common],
+        parents=[_common_options(defaults=True)],
     )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"walbucket {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
@@ -73,6 +98,10 @@ def _parser() -> _Parser:
     )  # fmt: skip
     get.add_argument("name", metavar="NAME", help="WAL file name to restore (%%f)")
     get.add_argument("dest", metavar="DEST", help="path to write it to (%%p)")
+    commands.add_parser(
+        "worker", parents=[common], help="run the async worker of the data directory in the current directory",
+        description=_WORKER_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     return parser
 
 
@@ -91,6 +120,10 @@ def _load(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
             raise ConfigError(f"cannot read config file '{path}': {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file '{path}' is not valid TOML: {exc}") from None
+    if not env.get("HOME"):  # Debian's pg_ctlcluster starts PostgreSQL without HOME
+        import pwd
+
+        env = {**env, "HOME": pwd.getpwuid(os.getuid()).pw_dir}
     return load_settings(doc, env, config_name=f"'{path}'" if path else "config file")
 
 
@@ -102,26 +135,70 @@ def _mib(size: int) -> str:
     return f"{size / (1 << 20):.1f} MiB" if size >= 1 << 16 else f"{size} bytes"
 
 
-def _push(args: argparse.Namespace, settings: Settings) -> str:
+def _push_options(settings: Settings, store: Store) -> PushOptions:
     from .conditional import conditional_writes_usable
     from .keylayout import KeyLayout
-    from .push import PushOptions, Uploaded, push
+    from .push import PushOptions
+
+    state_dir = Path(settings.state_dir) if settings.state_dir else None
+    conditional = conditional_writes_usable(
+        settings.conditional_writes, store, KeyLayout(settings.prefix), _endpoint_id(settings), state_dir
+    )
+    return PushOptions(settings.compression, settings.level, conditional)
+
+
+def _spool(settings: Settings) -> Spool:
+    from .spool import Spool
+
+    if not settings.spool_dir:
+        raise ConfigError("missing setting 'spool_dir'", hint="set WALBUCKET_SPOOL_DIR (or HOME) for async mode")
+    spool = Spool.for_data_dir(Path(settings.spool_dir), Path.cwd())
+    try:
+        spool.create()
+    except OSError as exc:
+        raise ConfigError(f"invalid setting 'spool_dir': cannot create '{spool.root}': {exc.strerror}") from None
+    return spool
+
+
+def _starter(args: argparse.Namespace, spool: Spool) -> Callable[[], None]:
+    from .async_client import worker_starter
+
+    config = ["--config", args.config] if args.config else []
+    return worker_starter([sys.executable, "-m", "walbucket", *config, "worker"], Path.cwd(), spool)
+
+
+def _push_async(args: argparse.Namespace, settings: Settings) -> str:
+    from .async_client import push_async
+
+    spool = _spool(settings)
+    outcome = push_async(Path(args.path), spool, _starter(args, spool), settings.async_wait)
+    if outcome.from_spool:
+        return f"{outcome.outcome} (stored ahead by the async worker)"
+    detail = f" {_mib(outcome.size)}" if outcome.size is not None else ""
+    stored = f" as {_mib(outcome.stored_size)}" if outcome.stored_size is not None else ""
+    if outcome.outcome == "duplicate":
+        return f"already archived with identical content (duplicate),{detail} via the async worker"
+    return f"archived{detail}{stored} via the async worker"
+
+
+def _push(args: argparse.Namespace, settings: Settings) -> str:
+    if settings.async_mode:
+        return _push_async(args, settings)
+    from .keylayout import KeyLayout
+    from .push import Uploaded, push
     from .store.factory import open_store
 
     store = open_store(settings)
     layout = KeyLayout(settings.prefix)
-    state_dir = Path(settings.state_dir) if settings.state_dir else None
-    conditional = conditional_writes_usable(
-        settings.conditional_writes, store, layout, _endpoint_id(settings), state_dir
-    )
-    options = PushOptions(settings.compression, settings.level, conditional)
-    outcome = push(Path(args.path), store, layout, options, data_dir=Path.cwd())
+    outcome = push(Path(args.path), store, layout, _push_options(settings, store), data_dir=Path.cwd())
     if isinstance(outcome, Uploaded):
         return f"archived {_mib(outcome.size)} as {_mib(outcome.stored_size)} {outcome.codec}"
     return f"already archived with identical content (duplicate), {_mib(outcome.size)}"
 
 
 def _get(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
+    if settings.async_mode:
+        return _get_async(args, settings)
     from .get import Missing, get
     from .keylayout import KeyLayout
     from .store.factory import open_store
@@ -135,6 +212,30 @@ def _get(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
         return "not in the archive", 1
     source = " from its .partial" if outcome.from_partial else ""
     return f"restored {_mib(outcome.size)}{source} from {_mib(outcome.stored_size)} stored", 0
+
+
+def _get_async(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
+    from .async_client import get_async
+    from .get import Missing
+
+    spool = _spool(settings)
+    outcome = get_async(args.name, Path(args.dest), spool, _starter(args, spool), settings.async_wait)
+    if isinstance(outcome, Missing):
+        return "not in the archive", 1
+    source = "the prefetch spool" if outcome.from_spool else "the async worker"
+    return f"restored {_mib(outcome.size)} from {source}", 0
+
+
+def _worker(settings: Settings) -> str:
+    from .store.factory import open_store
+    from .worker import Worker, acquire_lock
+
+    spool = _spool(settings)
+    if acquire_lock(spool) is None:
+        return "another worker serves this data directory"
+    store = open_store(settings)
+    Worker(settings, Path.cwd(), spool, store, _push_options(settings, store)).serve()
+    return "exited after being idle"
 
 
 class _Terminated(BaseException):
@@ -159,13 +260,18 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
     )
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    subject = f"{args.command} {args.name if args.command == 'get' else Path(args.path).name}"
+    subject = {"get": lambda: f"get {args.name}", "push": lambda: f"push {Path(args.path).name}"}.get(
+        args.command, lambda: str(args.command)
+    )()
     try:
         settings = _load(args, env)
         if args.command == "push":
             line, code = _push(args, settings), 0
-        else:
+        elif args.command == "get":
             line, code = _get(args, settings)
+        else:
+            logging.getLogger("walbucket").setLevel(logging.INFO)
+            line, code = _worker(settings), 0
     except WalbucketError as exc:
         code = exc.exit_code
         if args.command == "get":

@@ -9,7 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["CODECS", "Codec", "Decompressor", "codec"]
+__all__ = ["CODECS", "Codec", "Compressor", "Decompressor", "codec"]
+
+
+class Compressor(Protocol):
+    def compress(self, chunk: bytes) -> bytes: ...
+    def flush(self) -> bytes: ...
 
 
 class Decompressor(Protocol):
@@ -51,6 +56,46 @@ class _Lz4Stream:
         return b""
 
 
+class _IdentityCompressor:
+    def compress(self, chunk: bytes) -> bytes:
+        return chunk
+
+    def flush(self) -> bytes:
+        return b""
+
+
+class _ZstdCompressor:
+    def __init__(self, level: int, size: int) -> None:
+        import zstandard
+
+        self._obj = zstandard.ZstdCompressor(level=level, write_content_size=True).compressobj(size=size)
+
+    def compress(self, chunk: bytes) -> bytes:
+        return bytes(self._obj.compress(chunk))
+
+    def flush(self) -> bytes:
+        return bytes(self._obj.flush())
+
+
+class _Lz4Compressor:
+    def __init__(self, level: int, size: int) -> None:
+        import lz4.frame
+
+        self._obj = lz4.frame.LZ4FrameCompressor(compression_level=level)
+        self._begin: bytes | None = bytes(self._obj.begin(source_size=size))
+
+    def compress(self, chunk: bytes) -> bytes:
+        out = bytes(self._obj.compress(chunk))
+        if self._begin is not None:
+            out, self._begin = self._begin + out, None
+        return out
+
+    def flush(self) -> bytes:
+        out = (self._begin or b"") + bytes(self._obj.flush())
+        self._begin = None
+        return out
+
+
 def _zstd_compress(data: bytes, level: int) -> bytes:
     import zstandard
 
@@ -70,12 +115,13 @@ class Codec:
     levels: range
     compress: Callable[[bytes, int], bytes]
     decompressor: Callable[[], Decompressor]
+    compressor: Callable[[int, int], Compressor]  # (level, uncompressed size) -> streaming compressor
 
 
 CODECS: dict[str, Codec] = {
-    "none": Codec("none", 0, range(0, 1), lambda data, _level: data, _Identity),
-    "zstd": Codec("zstd", 3, range(-7, 23), _zstd_compress, _ZstdStream),
-    "lz4": Codec("lz4", 0, range(0, 17), _lz4_compress, _Lz4Stream),
+    "none": Codec("none", 0, range(0, 1), lambda data, _level: data, _Identity, lambda _l, _s: _IdentityCompressor()),
+    "zstd": Codec("zstd", 3, range(-7, 23), _zstd_compress, _ZstdStream, _ZstdCompressor),
+    "lz4": Codec("lz4", 0, range(0, 17), _lz4_compress, _Lz4Stream, _Lz4Compressor),
 }
 
 

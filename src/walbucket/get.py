@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .codecs import CODECS
-from .errors import IdentityMismatch, IntegrityError, UsageError
+from .codecs import CODECS, Codec
+from .errors import IdentityMismatch, IntegrityError, UsageError, WalFileError
 from .fsutil import AtomicFile
 from .identity import identity_conflict
 from .keylayout import META_CODEC, META_SHA256, META_SIZE, META_SYSTEM_ID, KeyLayout
-from .push import load_identity
+from .push import IdentityMemo, load_identity
 from .store import Store, StoredObject
 from .walheader import LONG_HEADER_SIZE, HeaderError, WalHeader, parse_long_header, read_control_system_id
 from .walname import WalKind, WalName, parse_wal_name
@@ -37,7 +38,14 @@ class Missing:
 
 
 def get(
-    name: str, dest: Path, store: Store, layout: KeyLayout, *, data_dir: Path | None, restore_partial: bool = False
+    name: str,
+    dest: Path,
+    store: Store,
+    layout: KeyLayout,
+    *,
+    data_dir: Path | None,
+    restore_partial: bool = False,
+    memo: IdentityMemo | None = None,
 ) -> Restored | Missing:
     """Restore WAL file ``name`` to ``dest``, verified, or report it Missing after one request.
 
@@ -61,12 +69,18 @@ def get(
         from_partial = stored is not None
     if stored is None:
         return Missing(wal.name, key)
-    verify_into(wal, stored, dest, store, layout, data_dir)
+    verify_into(wal, stored, dest, store, layout, data_dir, memo)
     return Restored(wal.name, stored.info.key, int(stored.info.metadata[META_SIZE]), stored.info.size, from_partial)
 
 
 def verify_into(
-    wal: WalName, stored: StoredObject, dest: Path, store: Store, layout: KeyLayout, data_dir: Path | None
+    wal: WalName,
+    stored: StoredObject,
+    dest: Path,
+    store: Store,
+    layout: KeyLayout,
+    data_dir: Path | None,
+    memo: IdentityMemo | None = None,
 ) -> WalHeader | None:
     """Decompress ``stored`` into ``dest`` atomically after checking hash, size, header and identity."""
     key = stored.info.key
@@ -80,34 +94,47 @@ def verify_into(
         )
     local_id = read_control_system_id(data_dir) if data_dir is not None else None
     _check_system_id(wal, meta.get(META_SYSTEM_ID), local_id)
-    with AtomicFile(dest) as out:
-        digest = hashlib.sha256()
-        decompressor = codec.decompressor()
-        head = b""
-        size = 0
-        try:
-            view = memoryview(stored.body)
-            for start in range(0, len(view), _CHUNK):
-                chunk = decompressor.decompress(bytes(view[start : start + _CHUNK]))
-                if len(head) < LONG_HEADER_SIZE:
-                    head += chunk[: LONG_HEADER_SIZE - len(head)]
-                digest.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
-            tail = decompressor.flush()
-            digest.update(tail)
-            size += len(tail)
-            out.write(tail)
-        except Exception as exc:  # noqa: BLE001 - any codec failure means the stored bytes are damaged
-            raise IntegrityError(f"object '{key}' does not decompress with {codec.name}: {exc}") from None
-        if size != int(meta[META_SIZE]) or digest.hexdigest() != expected_sha:
-            raise IntegrityError(
-                f"WAL file '{wal.name}' from '{key}' fails its checksum (SHA-256 or size differ from the metadata)",
-                hint="the stored object is damaged; restore stopped so that recovery does not replay bad WAL",
-            )
-        header = _check_header(wal, head, store, layout, local_id) if wal.is_wal_data else None
-        out.commit()
+    try:
+        with AtomicFile(dest) as out:
+            head, size, sha256 = _decompress_into(out, stored, codec)
+            if size != int(meta[META_SIZE]) or sha256 != expected_sha:
+                raise IntegrityError(
+                    f"WAL file '{wal.name}' from '{key}' fails its checksum (SHA-256 or size differ from the metadata)",
+                    hint="the stored object is damaged; restore stopped so that recovery does not replay bad WAL",
+                )
+            header = _check_header(wal, head, store, layout, local_id, memo) if wal.is_wal_data else None
+            out.commit()
+    except OSError as exc:  # the local disk failed, not the stored object
+        raise WalFileError(f"cannot write WAL file '{dest}': {exc.strerror}") from None
     return header
+
+
+def _decompress_into(out: AtomicFile, stored: StoredObject, codec: Codec) -> tuple[bytes, int, str]:
+    """Stream-decompress the body into ``out``; return its first bytes, size and SHA-256."""
+    decompressor = codec.decompressor()
+    view = memoryview(stored.body)
+
+    def plain_chunks() -> Iterator[bytes]:
+        for start in range(0, len(view), _CHUNK):
+            yield decompressor.decompress(bytes(view[start : start + _CHUNK]))
+        yield decompressor.flush()
+
+    digest = hashlib.sha256()
+    head = b""
+    size = 0
+    chunks = plain_chunks()
+    while True:
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            return head, size, digest.hexdigest()
+        except Exception as exc:  # noqa: BLE001 - any codec failure means the stored bytes are damaged
+            raise IntegrityError(f"object '{stored.info.key}' does not decompress with {codec.name}: {exc}") from None
+        if len(head) < LONG_HEADER_SIZE:
+            head += chunk[: LONG_HEADER_SIZE - len(head)]
+        digest.update(chunk)
+        size += len(chunk)
+        out.write(chunk)
 
 
 def _check_system_id(wal: WalName, stored_id: str | None, local_id: int | None) -> None:
@@ -118,7 +145,9 @@ def _check_system_id(wal: WalName, stored_id: str | None, local_id: int | None) 
         )
 
 
-def _check_header(wal: WalName, head: bytes, store: Store, layout: KeyLayout, local_id: int | None) -> WalHeader:
+def _check_header(
+    wal: WalName, head: bytes, store: Store, layout: KeyLayout, local_id: int | None, memo: IdentityMemo | None
+) -> WalHeader:
     try:
         header = parse_long_header(head)
     except HeaderError as exc:
@@ -127,7 +156,7 @@ def _check_header(wal: WalName, head: bytes, store: Store, layout: KeyLayout, lo
     if header.page_lsn != wal.segment.start_lsn(header.seg_size):
         raise IntegrityError(f"the object for WAL file '{wal.name}' holds another segment's data")
     _check_system_id(wal, str(header.system_id), local_id)
-    identity = load_identity(store, layout)
+    identity = load_identity(store, layout, memo)
     conflict = identity_conflict(identity, header) if identity is not None else None
     if conflict is not None:
         raise IdentityMismatch(f"WAL file '{wal.name}' does not belong to this archive: {conflict}", hint=_HINT)

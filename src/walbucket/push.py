@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .codecs import CODECS
+from .codecs import CODECS, Compressor
 from .errors import ArchiveConflict, IdentityMismatch, IntegrityError, StoreError, UsageError, WalFileError
 from .identity import ArchiveIdentity, decode_identity, encode_identity, identity_conflict
 from .keylayout import META_SHA256, TAG_KIND, KeyLayout, object_metadata, object_tags
 from .store import ObjectInfo, Store
-from .walheader import HeaderError, WalHeader, parse_long_header, read_control_system_id
+from .walheader import LONG_HEADER_SIZE, HeaderError, WalHeader, parse_long_header, read_control_system_id
 from .walname import WalName, parse_wal_name
 
-__all__ = ["AlreadyArchived", "PushOptions", "Uploaded", "load_identity", "push"]
+__all__ = ["AlreadyArchived", "IdentityMemo", "PushOptions", "Uploaded", "load_identity", "push"]
 
 log = logging.getLogger("walbucket")
 _MAX_TEXT_FILE = 1 << 20  # history and backup files are a few hundred bytes
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +49,19 @@ class AlreadyArchived:
 
 
 def push(
-    path: Path, store: Store, layout: KeyLayout, options: PushOptions, data_dir: Path | None = None
+    path: Path,
+    store: Store,
+    layout: KeyLayout,
+    options: PushOptions,
+    data_dir: Path | None = None,
+    memo: IdentityMemo | None = None,
 ) -> Uploaded | AlreadyArchived:
     """Archive one WAL file so PostgreSQL may recycle it.
 
     Identical bytes already in the archive are success: PostgreSQL re-archives after a crash.
     Different bytes under the same name mean split brain or a shared prefix: refuse, so PostgreSQL keeps the file.
     ``data_dir`` (archive_command's working directory) lets files without a page header be checked against the
-    cluster's pg_control.
+    cluster's pg_control. ``memo`` keeps the archive identity between calls of a long-running process.
     """
     wal = parse_wal_name(path.name)
     if wal is None:
@@ -61,60 +69,101 @@ def push(
             f"'{path.name}' is not the name of a WAL file PostgreSQL archives",
             hint="archive_command must pass %p: a segment, .partial, .history or .backup file",
         )
-    data = _read(path, wal)
-    system_id, pg_version = _check_content(wal, data, store, layout, options, data_dir)
     codec = CODECS[options.codec]
-    body = codec.compress(data, options.level)
-    digest = hashlib.sha256(data).hexdigest()
+    prepared = _prepare(path, wal, codec.compressor, options.level)
+    system_id, pg_version = _check_content(wal, prepared, store, layout, options, data_dir, memo)
+    body = prepared.body
     key = layout.key(wal)
-    metadata = object_metadata(digest, len(data), codec.name, system_id)
+    metadata = object_metadata(prepared.sha256, prepared.size, codec.name, system_id)
     tags = object_tags(wal, system_id, pg_version)
+    digest, size = prepared.sha256, prepared.size
     if options.conditional:
         if store.create(key, body, metadata, tags):
-            return Uploaded(wal.name, key, len(data), len(body), codec.name, True)
+            return Uploaded(wal.name, key, size, len(body), codec.name, True)
         existing = store.head(key)
         if existing is None:  # created and deleted in between: only a person deleting objects does that
             raise StoreError(f"WAL file '{wal.name}' was refused as existing but is not in the archive")
-        return _compare(wal, key, digest, len(data), existing)
+        return _compare(wal, key, digest, size, existing)
     existing = store.head(key)
     if existing is not None:
-        return _compare(wal, key, digest, len(data), existing)
+        return _compare(wal, key, digest, size, existing)
     log.warning(
         "'%s': endpoint ignores conditional writes; HEAD-then-PUT is not safe against a racing writer", wal.name
     )
     store.put(key, body, metadata, tags)
-    return Uploaded(wal.name, key, len(data), len(body), codec.name, False)
+    return Uploaded(wal.name, key, size, len(body), codec.name, False)
 
 
-def load_identity(store: Store, layout: KeyLayout) -> ArchiveIdentity | None:
+class IdentityMemo:
+    """The archive identity once known: it never changes, so a long-running process reads it once."""
+
+    def __init__(self) -> None:
+        self.value: ArchiveIdentity | None = None
+
+
+def load_identity(store: Store, layout: KeyLayout, memo: IdentityMemo | None = None) -> ArchiveIdentity | None:
+    if memo is not None and memo.value is not None:
+        return memo.value
     stored = store.read(layout.identity_key)
     if stored is None:
         return None
     try:
-        return decode_identity(stored.body)
+        identity = decode_identity(stored.body)
     except ValueError as exc:
         raise IntegrityError(f"archive identity '{layout.identity_key}' is unreadable: {exc}") from None
+    if memo is not None:
+        memo.value = identity
+    return identity
 
 
-def _read(path: Path, wal: WalName) -> bytes:
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    body: bytes  # compressed
+    size: int
+    sha256: str
+    head: bytes  # the first LONG_HEADER_SIZE bytes, for the page header
+
+
+def _prepare(path: Path, wal: WalName, compressor: Callable[[int, int], Compressor], level: int) -> _Prepared:
+    """Read, hash and compress the file in chunks: memory holds the compressed body and one chunk, not the file."""
     try:
         with path.open("rb") as f:
-            if not wal.is_wal_data:
-                data = f.read(_MAX_TEXT_FILE + 1)
-                if len(data) > _MAX_TEXT_FILE:
-                    raise WalFileError(f"'{wal.name}' is larger than any {wal.kind.value} file PostgreSQL writes")
-                return data
-            return f.read()
+            size = os.fstat(f.fileno()).st_size
+            if not wal.is_wal_data and size > _MAX_TEXT_FILE:
+                raise WalFileError(f"'{wal.name}' is larger than any {wal.kind.value} file PostgreSQL writes")
+            stream = compressor(level, size)
+            digest = hashlib.sha256()
+            parts: list[bytes] = []
+            head = b""
+            total = 0
+            while total < size and (chunk := f.read(min(_CHUNK, size - total))):
+                if len(head) < LONG_HEADER_SIZE:
+                    head += chunk[: LONG_HEADER_SIZE - len(head)]
+                digest.update(chunk)
+                parts.append(stream.compress(chunk))
+                total += len(chunk)
+            total += sum(len(extra) for extra in iter(lambda: f.read(_CHUNK), b""))
+            # checked before flush: the compressors were promised `size` bytes and fail on any other count
+            if total != size:
+                raise WalFileError(f"WAL file '{wal.name}' changed size while it was read ({size} -> {total} bytes)")
+            parts.append(stream.flush())
     except OSError as exc:
         raise WalFileError(f"cannot read WAL file '{path}': {exc.strerror}") from None
+    return _Prepared(b"".join(parts), total, digest.hexdigest(), head)
 
 
 def _check_content(
-    wal: WalName, data: bytes, store: Store, layout: KeyLayout, options: PushOptions, data_dir: Path | None
+    wal: WalName,
+    prepared: _Prepared,
+    store: Store,
+    layout: KeyLayout,
+    options: PushOptions,
+    data_dir: Path | None,
+    memo: IdentityMemo | None,
 ) -> tuple[int | None, int | None]:
     """Validate the file against its name and the archive identity; return (system id, PG version) for tags."""
     if not wal.is_wal_data:
-        identity = load_identity(store, layout)
+        identity = load_identity(store, layout, memo)
         local = read_control_system_id(data_dir) if data_dir is not None else None
         if identity is not None and local is not None and local != identity.system_id:
             raise IdentityMismatch(
@@ -125,20 +174,20 @@ def _check_content(
         if identity is not None:
             return identity.system_id, identity.pg_version
         return local, None
-    header = _header(wal, data)
-    _ensure_identity(wal, header, store, layout, options.conditional)
+    header = _header(wal, prepared.head, prepared.size)
+    _ensure_identity(wal, header, store, layout, options.conditional, memo)
     return header.system_id, header.pg_version
 
 
-def _header(wal: WalName, data: bytes) -> WalHeader:
+def _header(wal: WalName, head: bytes, size: int) -> WalHeader:
     try:
-        header = parse_long_header(data)
+        header = parse_long_header(head)
     except HeaderError as exc:
         raise WalFileError(f"WAL file '{wal.name}' is not a valid segment: {exc}") from None
     assert wal.segment is not None  # segments and partials always have one
-    if len(data) != header.seg_size:
+    if size != header.seg_size:
         raise WalFileError(
-            f"WAL file '{wal.name}' is {len(data)} bytes, but its segment size is {header.seg_size}",
+            f"WAL file '{wal.name}' is {size} bytes, but its segment size is {header.seg_size}",
             hint="the file is truncated or not a WAL segment; PostgreSQL only archives complete segments",
         )
     if header.page_lsn != wal.segment.start_lsn(header.seg_size) or header.timeline > wal.timeline:
@@ -150,8 +199,10 @@ def _header(wal: WalName, data: bytes) -> WalHeader:
     return header
 
 
-def _ensure_identity(wal: WalName, header: WalHeader, store: Store, layout: KeyLayout, conditional: bool) -> None:
-    identity = load_identity(store, layout)
+def _ensure_identity(
+    wal: WalName, header: WalHeader, store: Store, layout: KeyLayout, conditional: bool, memo: IdentityMemo | None
+) -> None:
+    identity = load_identity(store, layout, memo)
     if identity is None:
         mine = ArchiveIdentity.from_header(header)
         body, tags = encode_identity(mine), {TAG_KIND: "identity"}
@@ -159,9 +210,11 @@ def _ensure_identity(wal: WalName, header: WalHeader, store: Store, layout: KeyL
             store.put(layout.identity_key, body, {}, tags)
             return
         if store.create(layout.identity_key, body, {}, tags):
+            if memo is not None:
+                memo.value = mine
             log.info("created archive identity: system id %d, PostgreSQL %d", mine.system_id, mine.pg_version)
             return
-        identity = load_identity(store, layout)  # another writer created it first: check against theirs
+        identity = load_identity(store, layout, memo)  # another writer created it first: check against theirs
         if identity is None:
             raise StoreError(f"archive identity '{layout.identity_key}' exists but cannot be read")
     conflict = identity_conflict(identity, header)

@@ -51,6 +51,13 @@ class Settings:
     multipart_chunk_size: int = 16 << 20
     restore_partial: bool = False
     state_dir: str | None = None
+    async_mode: bool = False  # setting name "async" (WALBUCKET_ASYNC)
+    spool_dir: str | None = None  # default: <state_dir>/spool
+    async_lookahead: int = 16
+    async_queue_bytes: int = 512 << 20
+    async_workers: int = 4
+    async_idle_exit: float = 60.0
+    async_wait: float = 120.0
 
     @property
     def level(self) -> int:
@@ -59,8 +66,13 @@ class Settings:
         return CODECS[self.compression].default_level
 
 
+# Setting names that are not valid Python identifiers, and the field that holds each.
+_RENAMED = {"async": "async_mode"}
+_SETTING_OF_FIELD = {v: k for k, v in _RENAMED.items()}
+
+
 def setting_env_name(field: str) -> str:
-    return ENV_PREFIX + field.upper()
+    return ENV_PREFIX + _SETTING_OF_FIELD.get(field, field).upper()
 
 
 def _text(value: Any) -> str:
@@ -84,6 +96,13 @@ def _int(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("expected a whole number")
     return int(str(value).strip())
+
+
+def _bounded_int(value: Any, low: int, high: int) -> int:
+    number = _int(value)
+    if not low <= number <= high:
+        raise ValueError(f"expected a whole number from {low} to {high}")
+    return number
 
 
 def _seconds(value: Any) -> float:
@@ -158,23 +177,31 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "multipart_chunk_size": _size,
     "restore_partial": _bool,
     "state_dir": _text,
+    "async_mode": _bool,
+    "spool_dir": _text,
+    "async_lookahead": lambda v: _bounded_int(v, 0, 1024),
+    "async_queue_bytes": _size,
+    "async_workers": lambda v: _bounded_int(v, 1, 64),
+    "async_idle_exit": _seconds,
+    "async_wait": _seconds,
 }
 
 
 def load_settings(file_doc: Mapping[str, Any], env: Mapping[str, str], config_name: str = "config file") -> Settings:
     """Build Settings from a parsed TOML document and the environment; raise ConfigError naming the bad setting."""
-    names = {f.name for f in fields(Settings)}
+    names = {_SETTING_OF_FIELD.get(f.name, f.name) for f in fields(Settings)}
     raw: dict[str, tuple[Any, str]] = {}
     for key, value in file_doc.items():
         if key not in names:
             raise ConfigError(f"unknown setting '{key}' in {config_name}")
-        raw[key] = (value, f"'{key}' in {config_name}")
+        raw[_RENAMED.get(key, key)] = (value, f"'{key}' in {config_name}")
     for key, value in env.items():
         if not key.startswith(ENV_PREFIX) or key in _NOT_SETTINGS:
             continue
-        field = key[len(ENV_PREFIX) :].lower()
-        if field not in names:
+        name = key[len(ENV_PREFIX) :].lower()
+        if name not in names:
             raise ConfigError(f"unknown setting {key} in the environment")
+        field = _RENAMED.get(name, name)
         if value == "":
             raw.pop(field, None)  # an empty variable unsets, as in a shell
             continue
@@ -192,6 +219,8 @@ def load_settings(file_doc: Mapping[str, Any], env: Mapping[str, str], config_na
         )
     if "state_dir" not in values and env.get("HOME"):
         values["state_dir"] = str(Path(env["HOME"]) / ".cache" / "walbucket")
+    if "spool_dir" not in values and "state_dir" in values:
+        values["spool_dir"] = str(Path(values["state_dir"]) / "spool")
     settings = Settings(**values)
     _check_combinations(settings)
     return settings

@@ -19,7 +19,8 @@ def open_store(settings: Settings) -> Store:
     config = Config(
         region_name=settings.region,
         s3={"addressing_style": "path" if settings.path_style else "auto"},
-        retries={"max_attempts": 1, "mode": "standard"},  # walbucket's own policy retries, within its budget
+        # total_max_attempts: botocore's max_attempts counts retries, so 1 would hide one retry from the budget
+        retries={"total_max_attempts": 1, "mode": "standard"},  # walbucket's own policy retries, within its budget
         connect_timeout=settings.timeout,
         read_timeout=settings.timeout,
         max_pool_connections=32,

@@ -17,6 +17,7 @@ import tenacity
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    FlexibleChecksumError,
     HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
@@ -28,7 +29,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from ..errors import ConditionalWritesUnsupported, ConfigError, StoreError, StoreUnavailable
+from ..errors import ConditionalWritesUnsupported, ConfigError, IntegrityError, StoreError, StoreUnavailable
 from .protocol import ObjectInfo, StoredObject
 
 __all__ = ["S3Store", "retry_policy"]
@@ -92,6 +93,12 @@ def _classify(exc: Exception, key: str) -> Exception:  # noqa: PLR0911 - one fla
         return ConfigError(
             f"no usable AWS credentials: {exc}",
             hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or an instance role",
+        )
+    if isinstance(exc, FlexibleChecksumError):  # the endpoint's own checksum of the body: same verdict as ours
+        return IntegrityError(
+            f"object '{key}' fails the endpoint's checksum: {exc}",
+            hint="the stored object or its download is damaged; restore stopped so that recovery does not replay "
+            "bad WAL",
         )
     if isinstance(exc, SSLError):
         return StoreError(f"TLS failure talking to the endpoint for '{key}': {exc}", hint="check ca_bundle")

@@ -1,0 +1,265 @@
+"""The asynchronous worker: one per data directory, holding one warm S3 client, pushing and prefetching in parallel.
+
+PostgreSQL still calls the command once per file; the command asks this worker (worker_protocol) or answers from
+the spool (spool.py). The worker reads ``pg_wal/archive_status/*.ready`` to push ahead, but never renames or
+touches them: PostgreSQL alone marks a file done. It exits after ``async_idle_exit`` seconds without work.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from .get import Missing, Restored, get
+from .keylayout import KeyLayout
+from .push import AlreadyArchived, IdentityMemo, PushOptions, Uploaded, load_identity, push
+from .settings import Settings
+from .spool import Spool, stamp_of
+from .store import Store
+from .walname import WalKind, parse_wal_name
+from .worker_protocol import encode_error, unix_path
+
+__all__ = ["Worker", "acquire_lock"]
+
+log = logging.getLogger("walbucket.worker")
+_READY = ".ready"
+
+
+def acquire_lock(spool: Spool) -> int | None:
+    """Take the worker lock of this spool; return its fd, or None when another worker holds it."""
+    fd = os.open(spool.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+class Worker:
+    def __init__(self, settings: Settings, data_dir: Path, spool: Spool, store: Store, options: PushOptions) -> None:
+        self.settings = settings
+        self.data_dir = data_dir
+        self.spool = spool
+        self.store = store
+        self.layout = KeyLayout(settings.prefix)
+        self.options = options
+        self.memo = IdentityMemo()
+        self.pool = ThreadPoolExecutor(settings.async_workers, thread_name_prefix="transfer")
+        self._lock = threading.Lock()
+        self._pushes: dict[str, tuple[Future[Any], int]] = {}
+        self._gets: dict[str, Future[Any]] = {}
+        self._connections = 0
+        self._last_activity = time.monotonic()
+
+    # serving --------------------------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        for leftover in self.spool.restore_dir.iterdir():
+            leftover.unlink(missing_ok=True)  # prefetching is cheap to redo; never trust a file from a dead worker
+        self.spool.socket_path.unlink(missing_ok=True)  # ours to replace: we hold the lock
+        name, fd = unix_path(self.spool.socket_path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(name)
+        finally:
+            if fd is not None:
+                os.close(fd)
+        os.chmod(self.spool.socket_path, 0o600)
+        listener.listen(64)
+        listener.settimeout(0.5)
+        log.info("worker %d serving %s", os.getpid(), self.data_dir)
+        try:
+            while not self._idle():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                with self._lock:
+                    self._connections += 1
+                    self._last_activity = time.monotonic()
+                threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+        finally:
+            self.spool.socket_path.unlink(missing_ok=True)
+            listener.close()
+            self.pool.shutdown(wait=True)
+        log.info("worker %d idle for %gs: exiting", os.getpid(), self.settings.async_idle_exit)
+
+    def _idle(self) -> bool:
+        with self._lock:
+            busy = self._connections or self._pushes or any(not f.done() for f in self._gets.values())
+            return not busy and time.monotonic() - self._last_activity > self.settings.async_idle_exit
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            with conn:
+                conn.settimeout(self.settings.async_wait)
+                data = b""
+                while not data.endswith(b"\n") and len(data) < 1 << 16:
+                    chunk = conn.recv(1 << 16)
+                    if not chunk:
+                        return
+                    data += chunk
+                try:
+                    request = json.loads(data)
+                    reply = self._dispatch(request)
+                except Exception as exc:  # noqa: BLE001 - every failure goes back to the command as its reply
+                    reply = encode_error(exc)
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+        except OSError as exc:
+            log.warning("connection failed: %s", exc)
+        finally:
+            with self._lock:
+                self._connections -= 1
+                self._last_activity = time.monotonic()
+
+    def _dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "push":
+            return self._push_request(Path(str(request["path"])))
+        if op == "get":
+            return self._get_request(str(request["name"]))
+        if op == "ping":
+            return {"status": "ok", "pid": os.getpid()}
+        raise ValueError(f"unknown request {op!r}")
+
+    # archiving ------------------------------------------------------------------------------------------------
+
+    def _push_request(self, path: Path) -> dict[str, Any]:
+        future = self._submit_push(path.name, path, lookahead=False)
+        self._look_ahead(path)
+        outcome = future.result()
+        if isinstance(outcome, Uploaded):
+            return {"status": "ok", "outcome": "archived", "size": outcome.size, "stored": outcome.stored_size}
+        return {"status": "ok", "outcome": "duplicate", "size": outcome.size}
+
+    def _submit_push(self, name: str, path: Path, *, lookahead: bool) -> Future[Any]:
+        with self._lock:
+            running = self._pushes.get(name)
+            if running is not None:
+                return running[0]
+            try:
+                size = path.stat().st_size
+            except OSError:
+                size = 0
+            future = self.pool.submit(self._push_task, name, path, lookahead)
+            self._pushes[name] = (future, size)
+        future.add_done_callback(lambda _f: self._forget_push(name))
+        return future
+
+    def _forget_push(self, name: str) -> None:
+        with self._lock:
+            self._pushes.pop(name, None)
+            self._last_activity = time.monotonic()
+
+    def _push_task(self, name: str, path: Path, lookahead: bool) -> Uploaded | AlreadyArchived:
+        started = time.monotonic()
+        try:
+            stamp = stamp_of(path)
+            outcome = push(path, self.store, self.layout, self.options, self.data_dir, self.memo)
+            if stamp_of(path) == stamp:  # acknowledge only the very file that was stored
+                self.spool.write_ack(name, stamp, "archived" if isinstance(outcome, Uploaded) else "duplicate")
+        except Exception as exc:
+            if lookahead:
+                self.spool.write_error(name, encode_error(exc))
+            log.warning("push %s failed: %s", name, getattr(exc, "message", exc))
+            raise
+        log.info("push %s: %s in %.3fs", name, type(outcome).__name__, time.monotonic() - started)
+        return outcome
+
+    def _look_ahead(self, requested: Path) -> None:
+        """Queue the files PostgreSQL has marked ready, oldest first, within the look-ahead and byte limits."""
+        status_dir = requested.parent / "archive_status"
+        try:
+            ready = [n[: -len(_READY)] for n in os.listdir(status_dir) if n.endswith(_READY)]
+        except OSError:
+            return
+        ready.sort(key=lambda n: (not n.endswith(".history"), n))  # history files first, as PostgreSQL does
+        with self._lock:
+            queued = sum(size for _f, size in self._pushes.values())
+        scheduled = 0
+        for name in ready:
+            if scheduled >= self.settings.async_lookahead or queued >= self.settings.async_queue_bytes:
+                break
+            if name == requested.name or parse_wal_name(name) is None:
+                continue
+            if any((self.spool.archive_dir / f"{name}{s}").exists() for s in (".ok", ".error")):
+                continue
+            path = requested.parent / name
+            with self._lock:
+                if name in self._pushes:
+                    continue
+            self._submit_push(name, path, lookahead=True)
+            scheduled += 1
+            queued += path.stat().st_size if path.exists() else 0
+
+    # restoring ------------------------------------------------------------------------------------------------
+
+    def _get_request(self, name: str) -> dict[str, Any]:
+        future = self._submit_get(name)
+        self._prefetch(name)
+        outcome = future.result()
+        if isinstance(outcome, Missing):
+            return {"status": "missing"}
+        return {"status": "ok", "size": outcome.size, "stored": outcome.stored_size, "partial": outcome.from_partial}
+
+    def _submit_get(self, name: str) -> Future[Any]:
+        with self._lock:
+            running = self._gets.get(name)
+            if running is not None and not (running.done() and not self.spool.prefetched(name).exists()):
+                return running
+            future = self.pool.submit(self._get_task, name)
+            self._gets[name] = future
+            return future
+
+    def _get_task(self, name: str) -> Restored | Missing:
+        if self.spool.prefetched(name).exists():
+            return Restored(name, "", self.spool.prefetched(name).stat().st_size, 0)
+        return get(
+            name, self.spool.prefetched(name), self.store, self.layout,
+            data_dir=self.data_dir, restore_partial=self.settings.restore_partial, memo=self.memo,
+        )  # fmt: skip
+
+    def _prefetch(self, name: str) -> None:
+        wal = parse_wal_name(name)
+        if wal is None or wal.kind is not WalKind.SEGMENT or wal.segment is None:
+            return
+        with self._lock:  # forget what recovery has passed
+            for other in [n for n, f in self._gets.items() if f.done() and n[:8] == name[:8] and n < name]:
+                del self._gets[other]
+        for old in self.spool.restore_dir.iterdir():
+            if old.name[:8] == name[:8] and old.name < name:
+                old.unlink(missing_ok=True)
+        identity = load_identity(self.store, self.layout, self.memo)
+        if identity is None:
+            return
+        budget = self.settings.async_queue_bytes - self._spooled_bytes()
+        segment = wal.segment
+        for _ in range(self.settings.async_lookahead):
+            segment = segment.next(identity.seg_size)
+            if budget < identity.seg_size:
+                break
+            with self._lock:
+                known = segment.name in self._gets
+            if not known:
+                self._submit_get(segment.name)
+                budget -= identity.seg_size
+
+    def _spooled_bytes(self) -> int:
+        total = 0
+        for path in self.spool.restore_dir.iterdir():
+            try:
+                total += path.stat().st_size
+            except OSError:
+                continue
+        return total

@@ -1,0 +1,503 @@
+"""The S3 adapter's error translation and retry policy, driven by a hand-written fake boto3 client.
+
+botocore exceptions go in; walbucket errors, answers (None, False) or retries come out. No patching, no network.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import pytest
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    IncompleteReadError,
+    NoCredentialsError,
+    ParamValidationError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+    SSLError,
+)
+
+from walbucket.errors import ConditionalWritesUnsupported, ConfigError, StoreError, StoreUnavailable
+from walbucket.settings import load_settings
+from walbucket.store.factory import open_store
+from walbucket.store.protocol import ObjectInfo, StoredObject
+from walbucket.store.s3 import S3Store, retry_policy
+
+KEY = "pg/wal/0000000100000000/000000010000000000000001"
+MIB = 1 << 20
+Outcome = Exception | dict[str, Any] | Callable[..., dict[str, Any]]
+
+
+def client_error(code: str, status: int, operation: str = "PutObject") -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation
+    )
+
+
+class _Body:
+    def __init__(self, data: bytes, error: Exception | None = None) -> None:
+        self._data = data
+        self._error = error
+
+    def read(self) -> bytes:
+        if self._error is not None:
+            raise self._error
+        return self._data
+
+
+class FakeClient:
+    """Answers each S3 operation from a script: the next outcome per call, the last one repeated."""
+
+    def __init__(self, **script: Outcome | list[Outcome]) -> None:
+        self.script = {op: list(o) if isinstance(o, list) else [o] for op, o in script.items()}
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def ops(self) -> list[str]:
+        return [op for op, _ in self.calls]
+
+    def _answer(self, op: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append((op, kwargs))
+        outcomes = self.script.get(op)
+        if not outcomes:
+            raise AssertionError(f"unexpected call {op}({kwargs})")
+        outcome = outcomes.pop(0) if len(outcomes) > 1 else outcomes[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome(**kwargs) if callable(outcome) else outcome
+
+    def __getattr__(self, op: str) -> Callable[..., dict[str, Any]]:
+        if op.startswith("_"):
+            raise AttributeError(op)
+        return lambda **kwargs: self._answer(op, kwargs)
+
+
+def store_on(client: FakeClient, **kwargs: Any) -> tuple[S3Store, list[float]]:
+    sleeps: list[float] = []
+    kwargs.setdefault("retry_budget", 30.0)
+    return S3Store(client, "wal-archive", sleep=sleeps.append, **kwargs), sleeps
+
+
+def got(body: bytes, metadata: dict[str, str] | None = None) -> Callable[..., dict[str, Any]]:
+    return lambda **_: {"Body": _Body(body), "Metadata": metadata or {}}
+
+
+def sha(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+# --- answers ------------------------------------------------------------------------------------------------------
+
+
+def test_read_returns_body_and_metadata() -> None:
+    client = FakeClient(get_object=got(b"abc", {"walbucket-codec": "none"}))
+    store, _ = store_on(client)
+    assert store.read(KEY) == StoredObject(ObjectInfo(KEY, 3, {"walbucket-codec": "none"}), b"abc")
+    assert client.calls == [("get_object", {"Bucket": "wal-archive", "Key": KEY})]
+
+
+def test_head_returns_size_and_metadata() -> None:
+    client = FakeClient(head_object={"ContentLength": 42, "Metadata": {"a": "b"}})
+    store, _ = store_on(client)
+    assert store.head(KEY) == ObjectInfo(KEY, 42, {"a": "b"})
+
+
+def test_tags_returns_a_dict() -> None:
+    client = FakeClient(get_object_tagging={"TagSet": [{"Key": "k1", "Value": "v1"}, {"Key": "k2", "Value": "v2"}]})
+    store, _ = store_on(client)
+    assert store.tags(KEY) == {"k1": "v1", "k2": "v2"}
+
+
+@pytest.mark.parametrize(("code", "status"), [("NoSuchKey", 404), ("404", 404), ("NotFound", 404)])
+@pytest.mark.parametrize(
+    ("method", "operation"), [("read", "get_object"), ("head", "head_object"), ("tags", "get_object_tagging")]
+)
+def test_absent_is_none_and_never_retried(code: str, status: int, method: str, operation: str) -> None:
+    client = FakeClient(**{operation: client_error(code, status, operation)})
+    store, sleeps = store_on(client)
+    assert getattr(store, method)(KEY) is None
+    assert client.ops() == [operation]
+    assert sleeps == []
+
+
+@pytest.mark.parametrize(("code", "status"), [("PreconditionFailed", 412), ("412", 412)])
+def test_create_of_an_existing_key_is_false_and_never_retried(code: str, status: int) -> None:
+    client = FakeClient(put_object=client_error(code, status))
+    store, sleeps = store_on(client)
+    assert store.create(KEY, b"body", {}, {}) is False
+    assert client.ops() == ["put_object"]
+    assert sleeps == []
+
+
+def test_create_sends_if_none_match_checksum_metadata_and_tags() -> None:
+    client = FakeClient(put_object={})
+    store, _ = store_on(client)
+    assert store.create(KEY, b"body", {"walbucket-codec": "none"}, {"walbucket-kind": "segment", "a b": "c&d"}) is True
+    ((op, kwargs),) = client.calls
+    assert op == "put_object"
+    tagging = kwargs.pop("Tagging")
+    assert kwargs == {
+        "Bucket": "wal-archive",
+        "Key": KEY,
+        "Body": b"body",
+        "ChecksumSHA256": sha(b"body"),
+        "Metadata": {"walbucket-codec": "none"},
+        "IfNoneMatch": "*",
+    }
+    assert dict(parse_qsl(tagging)) == {"walbucket-kind": "segment", "a b": "c&d"}
+
+
+def test_put_sends_no_condition() -> None:
+    client = FakeClient(put_object={})
+    store, _ = store_on(client)
+    store.put(KEY, b"body", {}, {})
+    assert "IfNoneMatch" not in client.calls[0][1]
+
+
+def test_storage_class_and_encryption_go_with_every_write() -> None:
+    client = FakeClient(put_object={}, create_multipart_upload={"UploadId": "u1"}, upload_part={"ETag": '"e"'},
+                        complete_multipart_upload={})  # fmt: skip
+    store, _ = store_on(
+        client, storage_class="STANDARD_IA", sse="aws:kms", sse_kms_key_id="alias/wal",
+        multipart_threshold=5 * MIB, multipart_chunk_size=5 * MIB,
+    )  # fmt: skip
+    store.put(KEY, b"small", {}, {})
+    store.create(KEY, b"x" * (6 * MIB), {}, {})
+    extra = {"StorageClass": "STANDARD_IA", "ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/wal"}
+    for op, kwargs in client.calls:
+        if op in ("put_object", "create_multipart_upload"):
+            assert extra.items() <= kwargs.items()
+    assert client.ops() == [
+        "put_object", "create_multipart_upload", "upload_part", "upload_part", "complete_multipart_upload"
+    ]  # fmt: skip
+
+
+def test_list_follows_continuation_tokens() -> None:
+    client = FakeClient(
+        list_objects_v2=[
+            {"Contents": [{"Key": "p/a", "Size": 1}, {"Key": "p/b", "Size": 2}], "IsTruncated": True,
+             "NextContinuationToken": "t1"},
+            {"Contents": [{"Key": "p/c", "Size": 3}], "IsTruncated": False},
+        ]
+    )  # fmt: skip
+    store, _ = store_on(client)
+    assert list(store.list("p/")) == [ObjectInfo("p/a", 1), ObjectInfo("p/b", 2), ObjectInfo("p/c", 3)]
+    assert [kwargs for _, kwargs in client.calls] == [
+        {"Bucket": "wal-archive", "Prefix": "p/"},
+        {"Bucket": "wal-archive", "Prefix": "p/", "ContinuationToken": "t1"},
+    ]
+
+
+def test_list_of_an_empty_prefix_yields_nothing() -> None:
+    store, _ = store_on(FakeClient(list_objects_v2={"KeyCount": 0, "IsTruncated": False}))
+    assert list(store.list("nothing/")) == []
+
+
+# --- multipart ----------------------------------------------------------------------------------------------------
+
+
+def multipart_client(complete: Outcome = {}) -> FakeClient:  # noqa: B006 - never mutated
+    return FakeClient(
+        create_multipart_upload={"UploadId": "u1"},
+        upload_part=lambda **kw: {"ETag": f'"etag-{kw["PartNumber"]}"'},
+        complete_multipart_upload=complete,
+        abort_multipart_upload={},
+    )
+
+
+def test_a_body_above_the_threshold_goes_in_parts_with_checksums() -> None:
+    client = multipart_client()
+    store, _ = store_on(client, multipart_threshold=6 * MIB, multipart_chunk_size=5 * MIB)
+    body = bytes(range(256)) * (12 * MIB // 256)
+    assert store.create(KEY, body, {"m": "1"}, {"t": "2"}) is True
+    assert client.ops() == ["create_multipart_upload", "upload_part", "upload_part", "upload_part",
+                            "complete_multipart_upload"]  # fmt: skip
+    start = client.calls[0][1]
+    assert (start["ChecksumAlgorithm"], start["Metadata"], start["Tagging"]) == ("SHA256", {"m": "1"}, "t=2")
+    parts = [kwargs for op, kwargs in client.calls if op == "upload_part"]
+    assert [len(p["Body"]) for p in parts] == [5 * MIB, 5 * MIB, 2 * MIB]
+    assert b"".join(p["Body"] for p in parts) == body
+    assert all(p["ChecksumSHA256"] == sha(p["Body"]) and p["UploadId"] == "u1" for p in parts)
+    complete = client.calls[-1][1]
+    assert complete["IfNoneMatch"] == "*"
+    assert complete["MultipartUpload"] == {
+        "Parts": [
+            {"PartNumber": n, "ETag": f'"etag-{n}"', "ChecksumSHA256": parts[n - 1]["ChecksumSHA256"]}
+            for n in (1, 2, 3)
+        ]
+    }
+
+
+def test_a_body_at_the_threshold_goes_in_one_put() -> None:
+    client = FakeClient(put_object={})
+    store, _ = store_on(client, multipart_threshold=6 * MIB, multipart_chunk_size=5 * MIB)
+    store.create(KEY, b"\0" * (6 * MIB), {}, {})
+    assert client.ops() == ["put_object"]
+
+
+def test_a_multipart_create_of_an_existing_key_is_false_and_aborts_the_upload() -> None:
+    client = multipart_client(complete=client_error("PreconditionFailed", 412, "CompleteMultipartUpload"))
+    store, sleeps = store_on(client, multipart_threshold=5 * MIB, multipart_chunk_size=5 * MIB)
+    assert store.create(KEY, b"\0" * (6 * MIB), {}, {}) is False
+    assert client.ops()[-2:] == ["complete_multipart_upload", "abort_multipart_upload"]
+    assert client.calls[-1][1] == {"Bucket": "wal-archive", "Key": KEY, "UploadId": "u1"}
+    assert sleeps == []
+
+
+def test_a_failing_multipart_upload_is_aborted_even_if_the_abort_fails() -> None:
+    client = multipart_client(complete=client_error("AccessDenied", 403, "CompleteMultipartUpload"))
+    client.script["abort_multipart_upload"] = [client_error("AccessDenied", 403, "AbortMultipartUpload")]
+    store, _ = store_on(client, multipart_threshold=5 * MIB, multipart_chunk_size=5 * MIB)
+    with pytest.raises(StoreError, match=r"^access denied \(AccessDenied\) on "):
+        store.create(KEY, b"\0" * (6 * MIB), {}, {})
+    assert client.ops()[-1] == "abort_multipart_upload"
+
+
+def test_a_transient_part_failure_restarts_the_upload() -> None:
+    client = multipart_client()
+    client.script["upload_part"] = [client_error("SlowDown", 503, "UploadPart"), {"ETag": '"a"'}]
+    store, sleeps = store_on(client, multipart_threshold=5 * MIB, multipart_chunk_size=5 * MIB)
+    assert store.create(KEY, b"\0" * (6 * MIB), {}, {}) is True
+    assert client.ops() == [
+        "create_multipart_upload", "upload_part", "abort_multipart_upload",
+        "create_multipart_upload", "upload_part", "upload_part", "complete_multipart_upload",
+    ]  # fmt: skip
+    assert len(sleeps) == 1
+
+
+# --- transient failures: retried within the budget ------------------------------------------------------------------
+
+
+TRANSIENT = [
+    pytest.param(client_error("SlowDown", 503), id="SlowDown"),
+    pytest.param(client_error("ServiceUnavailable", 503), id="503"),
+    pytest.param(client_error("InternalError", 500), id="InternalError"),
+    pytest.param(client_error("502", 502), id="bare 502"),
+    pytest.param(client_error("RequestTimeout", 400), id="RequestTimeout"),
+    pytest.param(client_error("Throttling", 400), id="Throttling"),
+    pytest.param(client_error("BadDigest", 400), id="BadDigest"),
+    pytest.param(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), id="EndpointConnectionError"),
+    pytest.param(ConnectTimeoutError(endpoint_url="http://127.0.0.1:1"), id="ConnectTimeoutError"),
+    pytest.param(ReadTimeoutError(endpoint_url="http://127.0.0.1:1"), id="ReadTimeoutError"),
+    pytest.param(ConnectionClosedError(endpoint_url="http://127.0.0.1:1"), id="ConnectionClosedError"),
+]
+
+
+@pytest.mark.parametrize("error", TRANSIENT)
+def test_transient_errors_are_retried_until_the_request_succeeds(error: Exception) -> None:
+    client = FakeClient(put_object=[error, error, {}])
+    store, sleeps = store_on(client)
+    assert store.create(KEY, b"body", {}, {}) is True
+    assert client.ops() == ["put_object"] * 3
+    assert len(sleeps) == 2
+    assert all(0 <= s <= 7.5 for s in sleeps)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        IncompleteReadError(actual_bytes=1, expected_bytes=3),
+        ResponseStreamingError(error="connection reset"),
+    ],
+    ids=["IncompleteReadError", "ResponseStreamingError"],
+)
+def test_a_body_that_breaks_off_is_read_again(error: Exception) -> None:
+    client = FakeClient(get_object=[{"Body": _Body(b"", error), "Metadata": {}}, got(b"abc")])
+    store, sleeps = store_on(client)
+    stored = store.read(KEY)
+    assert stored is not None and stored.body == b"abc"
+    assert client.ops() == ["get_object", "get_object"]
+    assert len(sleeps) == 1
+
+
+def test_a_transient_error_on_a_later_list_page_retries_only_that_page() -> None:
+    client = FakeClient(
+        list_objects_v2=[
+            {"Contents": [{"Key": "p/a", "Size": 1}], "IsTruncated": True, "NextContinuationToken": "t1"},
+            client_error("SlowDown", 503, "ListObjectsV2"),
+            {"Contents": [{"Key": "p/b", "Size": 2}], "IsTruncated": False},
+        ]
+    )
+    store, _ = store_on(client)
+    assert [o.key for o in store.list("p/")] == ["p/a", "p/b"]
+    assert [kwargs.get("ContinuationToken") for _, kwargs in client.calls] == [None, "t1", "t1"]
+
+
+def test_an_outage_that_outlasts_the_budget_is_store_unavailable() -> None:
+    client = FakeClient(get_object=EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))
+    store = S3Store(client, "wal-archive", retry_budget=0.3, sleep=lambda s: time.sleep(min(s, 0.01)))
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as caught:
+        store.read(KEY)
+    assert 0.3 <= time.monotonic() - started < 5
+    assert caught.value.message == (
+        f"storage unavailable for '{KEY}' after retrying for 0.3s: EndpointConnectionError on '{KEY}'"
+    )
+    assert caught.value.hint == ("the endpoint is down, unreachable or throttling; raise retry_budget to wait longer")
+    assert len(client.calls) > 1
+    assert isinstance(caught.value, StoreError)
+
+
+def test_throttling_that_outlasts_the_budget_names_the_code() -> None:
+    client = FakeClient(head_object=client_error("SlowDown", 503, "HeadObject"))
+    store = S3Store(client, "wal-archive", retry_budget=0.1, sleep=lambda s: time.sleep(min(s, 0.01)))
+    with pytest.raises(StoreUnavailable, match=rf"^storage unavailable for '{KEY}' after retrying for 0.1s: SlowDown"):
+        store.head(KEY)
+
+
+# --- refusals: translated, never retried ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", ["AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"])
+def test_access_denied_is_a_store_error_and_not_retried(code: str) -> None:
+    client = FakeClient(put_object=client_error(code, 403))
+    store, sleeps = store_on(client)
+    with pytest.raises(StoreError) as caught:
+        store.create(KEY, b"body", {}, {})
+    assert type(caught.value) is StoreError
+    assert caught.value.message == f"access denied ({code}) on '{KEY}'"
+    assert caught.value.hint == (
+        "check the credentials and that the policy grants this operation on the bucket and prefix"
+    )
+    assert len(client.calls) == 1
+    assert sleeps == []
+
+
+def test_no_such_bucket_is_a_store_error_with_a_hint() -> None:
+    client = FakeClient(get_object=client_error("NoSuchBucket", 404, "GetObject"))
+    store, sleeps = store_on(client)
+    with pytest.raises(StoreError) as caught:
+        store.read(KEY)
+    assert caught.value.message == f"no such bucket for '{KEY}'"
+    assert caught.value.hint == "check the 'bucket' and 'endpoint_url' settings"
+    assert (len(client.calls), sleeps) == (1, [])
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "message"),
+    [
+        ("InvalidStorageClass", 400, f"InvalidStorageClass (HTTP 400) on '{KEY}'"),
+        ("EntityTooLarge", 400, f"EntityTooLarge (HTTP 400) on '{KEY}'"),
+        ("NotImplemented", 501, f"NotImplemented (HTTP 501) on '{KEY}'"),
+        ("PreconditionFailed", 412, f"PreconditionFailed (HTTP 412) on '{KEY}'"),
+    ],
+)
+def test_other_refusals_of_a_put_are_store_errors_naming_code_and_status(code: str, status: int, message: str) -> None:
+    client = FakeClient(put_object=client_error(code, status))
+    store, sleeps = store_on(client)
+    with pytest.raises(StoreError) as caught:
+        store.put(KEY, b"body", {}, {})
+    assert caught.value.message == message
+    assert (len(client.calls), sleeps) == (1, [])
+
+
+@pytest.mark.parametrize(("code", "status"), [("NotImplemented", 501), ("501", 501)])
+def test_a_rejected_conditional_create_is_conditional_writes_unsupported(code: str, status: int) -> None:
+    client = FakeClient(put_object=client_error(code, status))
+    store, sleeps = store_on(client)
+    with pytest.raises(ConditionalWritesUnsupported) as caught:
+        store.create(KEY, b"body", {}, {})
+    assert caught.value.message == f"the endpoint rejects conditional writes (If-None-Match) for '{KEY}'"
+    assert (len(client.calls), sleeps) == (1, [])
+
+
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        (NoCredentialsError(), "Unable to locate credentials"),
+        (PartialCredentialsError(provider="env", cred_var="AWS_SECRET_ACCESS_KEY"), "Partial credentials found in env"),
+    ],
+)
+def test_missing_credentials_are_a_config_error(error: Exception, text: str) -> None:
+    client = FakeClient(head_object=error)
+    store, sleeps = store_on(client)
+    with pytest.raises(ConfigError) as caught:
+        store.head(KEY)
+    assert caught.value.message.startswith(f"no usable AWS credentials: {text}")
+    assert caught.value.hint == "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or an instance role"
+    assert (len(client.calls), sleeps) == (1, [])
+
+
+def test_a_tls_failure_is_a_store_error_pointing_at_ca_bundle() -> None:
+    client = FakeClient(get_object=SSLError(endpoint_url="https://s3.example", error="certificate verify failed"))
+    store, sleeps = store_on(client)
+    with pytest.raises(StoreError) as caught:
+        store.read(KEY)
+    assert type(caught.value) is StoreError
+    assert caught.value.message == (
+        f"TLS failure talking to the endpoint for '{KEY}': SSL validation failed for https://s3.example "
+        "certificate verify failed"
+    )
+    assert caught.value.hint == "check ca_bundle"
+    assert (len(client.calls), sleeps) == (1, [])
+
+
+def test_other_botocore_errors_are_store_errors() -> None:
+    client = FakeClient(put_object=ParamValidationError(report="Invalid bucket name"))
+    store, _ = store_on(client)
+    with pytest.raises(StoreError) as caught:
+        store.put(KEY, b"", {}, {})
+    assert caught.value.message == f"Parameter validation failed:\nInvalid bucket name on '{KEY}'"
+    assert len(client.calls) == 1
+
+
+def test_botocore_errors_never_leave_the_adapter() -> None:
+    failures: list[Exception] = [p.values[0] for p in TRANSIENT] + [
+        client_error("AccessDenied", 403),
+        NoCredentialsError(),
+        ParamValidationError(report="x"),
+    ]
+    for failure in failures:
+        store = S3Store(FakeClient(put_object=failure), "b", retry_budget=0.01, sleep=lambda s: None)
+        with pytest.raises(Exception) as caught:
+            store.put(KEY, b"", {}, {})
+        assert type(caught.value).__module__ == "walbucket.errors"
+
+
+def test_bugs_are_not_translated() -> None:
+    client = FakeClient(get_object=lambda **_: {"Metadata": {}})  # no Body: a KeyError in the adapter
+    store, sleeps = store_on(client)
+    with pytest.raises(KeyError, match="Body"):
+        store.read(KEY)
+    assert sleeps == []
+
+
+def test_retry_policy_stops_after_the_budget_and_reraises_the_last_error() -> None:
+    calls: list[int] = []
+
+    def always_fails() -> None:
+        calls.append(1)
+        raise ValueError("not transient")
+
+    with pytest.raises(ValueError, match=r"^not transient$"):
+        retry_policy(10.0, sleep=lambda s: None)(always_fails)
+    assert len(calls) == 1
+
+
+def test_open_store_reports_a_client_it_cannot_create_as_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    settings = load_settings({}, {"WALBUCKET_BUCKET": "wal-archive", "WALBUCKET_PROFILE": "absent-profile"})
+    with pytest.raises(ConfigError) as caught:
+        open_store(settings)
+    assert caught.value.message == "cannot create the S3 client: The config profile (absent-profile) could not be found"
+
+
+def test_open_store_builds_an_s3_store_without_touching_the_network(tmp_path: Path) -> None:
+    settings = load_settings(
+        {},
+        {"WALBUCKET_BUCKET": "wal-archive", "WALBUCKET_ENDPOINT_URL": "http://127.0.0.1:1", "WALBUCKET_REGION": "x"},
+    )
+    assert isinstance(open_store(settings), S3Store)

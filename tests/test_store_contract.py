@@ -1,0 +1,196 @@
+"""The Store contract (store/protocol.py), one set of tests run against every adapter.
+
+MemoryStore is what the unit tests trust; S3Store runs against moto's S3 server on 127.0.0.1, built the way the CLI
+builds it (Settings -> open_store). Any behaviour a service relies on belongs here, so the fake cannot drift.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from lab_s3 import MotoServer
+from walbucket.settings import load_settings
+from walbucket.store import ObjectInfo, Store
+from walbucket.store.factory import open_store
+from walbucket.store.memory import MemoryStore
+
+MIB = 1 << 20
+META = {"walbucket-format": "1", "walbucket-sha256": "ab" * 32, "walbucket-size": "5", "walbucket-codec": "none"}
+TAGS = {"walbucket-kind": "segment", "walbucket-timeline": "1", "walbucket-system-id": "7300000000000000001"}
+
+
+@pytest.fixture(params=["memory", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    moto_server: MotoServer = request.getfixturevalue("moto_server")
+    bucket: str = request.getfixturevalue("bucket")
+    env = moto_server.env(bucket) | {
+        "WALBUCKET_STATE_DIR": str(tmp_path / "state"),
+        "WALBUCKET_RETRY_BUDGET": "5",
+        "WALBUCKET_MULTIPART_THRESHOLD": "6MiB",
+        "WALBUCKET_MULTIPART_CHUNK_SIZE": "5MiB",
+    }
+    # credentials come from boto3's own chain (the process environment), never from walbucket's settings
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", env["AWS_ACCESS_KEY_ID"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", env["AWS_SECRET_ACCESS_KEY"])
+    yield open_store(load_settings({}, env))
+
+
+@pytest.mark.parametrize("key", ["absent", "p/wal/0000000100000000/000000010000000000000001"])
+def test_an_absent_key_reads_heads_and_tags_as_none(store: Store, key: str) -> None:
+    assert store.read(key) is None
+    assert store.head(key) is None
+    assert store.tags(key) is None
+
+
+def test_create_stores_body_metadata_and_tags(store: Store) -> None:
+    assert store.create("p/k", b"hello", META, TAGS) is True
+    stored = store.read("p/k")
+    assert stored is not None
+    assert stored.body == b"hello"
+    assert stored.info == ObjectInfo("p/k", 5, META)
+    assert store.head("p/k") == ObjectInfo("p/k", 5, META)
+    assert store.tags("p/k") == TAGS
+
+
+def test_create_of_an_existing_key_is_false_and_changes_nothing(store: Store) -> None:
+    assert store.create("p/k", b"first", META, TAGS) is True
+    other_meta = {**META, "walbucket-sha256": "cd" * 32}
+    assert store.create("p/k", b"second, longer", other_meta, {"walbucket-kind": "other"}) is False
+    stored = store.read("p/k")
+    assert stored is not None
+    assert (stored.body, stored.info.metadata) == (b"first", META)
+    assert store.tags("p/k") == TAGS
+
+
+def test_create_after_put_is_false(store: Store) -> None:
+    store.put("p/k", b"put", {}, {})
+    assert store.create("p/k", b"create", {}, {}) is False
+    stored = store.read("p/k")
+    assert stored is not None and stored.body == b"put"
+
+
+def test_put_creates_and_overwrites(store: Store) -> None:
+    store.put("p/k", b"first", META, TAGS)
+    store.put("p/k", b"second", {"walbucket-codec": "zstd"}, {"walbucket-kind": "history"})
+    stored = store.read("p/k")
+    assert stored is not None
+    assert (stored.body, stored.info) == (b"second", ObjectInfo("p/k", 6, {"walbucket-codec": "zstd"}))
+    assert store.tags("p/k") == {"walbucket-kind": "history"}
+
+
+def test_empty_body_metadata_and_tags(store: Store) -> None:
+    assert store.create("p/empty", b"", {}, {}) is True
+    stored = store.read("p/empty")
+    assert stored is not None
+    assert (stored.body, stored.info) == (b"", ObjectInfo("p/empty", 0, {}))
+    assert store.tags("p/empty") == {}
+
+
+def test_binary_bodies_round_trip(store: Store) -> None:
+    body = bytes(range(256)) * 64 + os.urandom(1000)
+    store.create("p/bin", body, META, {})
+    stored = store.read("p/bin")
+    assert stored is not None and stored.body == body
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        META,
+        {"walbucket-system-id": "18446744073709551615", "walbucket-size": "1073741824"},
+        {"x-with-dashes": "value with spaces", "digits-1": "0"},
+    ],
+)
+def test_metadata_round_trips(store: Store, metadata: dict[str, str]) -> None:
+    store.create("p/m", b"x", metadata, {})
+    stored = store.read("p/m")
+    assert stored is not None and stored.info.metadata == metadata
+    info = store.head("p/m")
+    assert info is not None and info.metadata == metadata
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        TAGS,
+        {"walbucket-kind": "probe"},
+        {"a b": "c d", "path": "x/y:z@w", "plus": "1+2=3", "dot_under-dash": "v.1_2-3"},
+    ],
+)
+def test_tags_round_trip(store: Store, tags: dict[str, str]) -> None:
+    store.create("p/t", b"x", {}, tags)
+    assert store.tags("p/t") == tags
+    store.put("p/u", b"x", {}, tags)
+    assert store.tags("p/u") == tags
+
+
+def test_list_yields_keys_under_the_prefix_in_key_order(store: Store) -> None:
+    keys = ["p/wal/b", "p/wal/a/2", "p/wal/a/10", "p/walx", "p/history/1", "q/wal/a", "p/wal/a/1"]
+    for n, key in enumerate(keys):
+        store.put(key, b"x" * n, {"m": "v"}, {})
+    assert list(store.list("p/wal/")) == [
+        ObjectInfo("p/wal/a/1", 6),
+        ObjectInfo("p/wal/a/10", 2),
+        ObjectInfo("p/wal/a/2", 1),
+        ObjectInfo("p/wal/b", 0),
+    ]
+    assert [o.key for o in store.list("p/wal")] == ["p/wal/a/1", "p/wal/a/10", "p/wal/a/2", "p/wal/b", "p/walx"]
+    assert [o.key for o in store.list("")] == sorted(keys)
+    assert list(store.list("p/nothing/")) == []
+
+
+def test_list_goes_beyond_one_page(store: Store) -> None:
+    keys = [f"p/many/{n:05d}" for n in range(1100)]  # S3 lists at most 1000 keys per request
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda key: store.put(key, key.encode(), {}, {}), keys))
+    store.put("p/other", b"", {}, {})
+    listed = list(store.list("p/many/"))
+    assert [o.key for o in listed] == keys
+    assert {o.size for o in listed} == {len(keys[0])}
+
+
+def test_a_large_body_round_trips_and_honours_the_create_condition(store: Store) -> None:
+    # the S3 adapter is built with multipart_threshold = 6MiB, chunk = 5MiB: 12MiB goes in three parts
+    body = (bytes(range(256)) * 4096) * 12
+    assert len(body) == 12 * MIB
+    assert store.create("p/large", body, META, TAGS) is True
+    stored = store.read("p/large")
+    assert stored is not None
+    assert stored.body == body
+    assert stored.info == ObjectInfo("p/large", 12 * MIB, META)
+    assert store.tags("p/large") == TAGS
+    other = b"\xff" * (12 * MIB)
+    assert store.create("p/large", other, {}, {}) is False
+    stored = store.read("p/large")
+    assert stored is not None and stored.body == body
+    info = store.head("p/large")
+    assert info is not None and info.metadata == META
+
+
+def test_put_of_a_large_body_overwrites(store: Store) -> None:
+    store.put("p/large", b"small", {}, {})
+    body = os.urandom(7 * MIB)
+    store.put("p/large", body, META, {})
+    stored = store.read("p/large")
+    assert stored is not None and stored.body == body and stored.info.metadata == META
+
+
+def test_concurrent_creates_of_one_key_let_exactly_one_win(store: Store) -> None:
+    bodies = [f"writer {n}".encode() for n in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda body: store.create("p/race", body, {}, {}), bodies))
+    assert results.count(True) == 1
+    stored = store.read("p/race")
+    assert stored is not None and stored.body == bodies[results.index(True)]
