@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from lab_s3 import MotoServer
 from walfactory import segment_bytes
 

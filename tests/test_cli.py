@@ -20,11 +20,11 @@ from typing import Any
 import lz4.frame
 import pytest
 import zstandard
+
+import walbucket
 from conftest import run_walbucket
 from lab_s3 import SECRET_KEY, free_port
 from walfactory import SEG_SIZE, SYSTEM_ID, history_file, segment_bytes
-
-import walbucket
 
 SEG1 = "000000010000000000000001"
 SEG2 = "000000010000000000000002"
@@ -155,14 +155,19 @@ def test_push_archives_a_segment_with_its_metadata_and_tags(
     result = run_walbucket(["push", f"pg_wal/{SEG1}"], wb_env, cwd=data_dir)  # %p is relative to the data dir
 
     assert result.returncode == 0, result.stderr
-    assert re.fullmatch(rf"walbucket push {SEG1}: archived 16\.0 MiB as \d+ bytes zstd in \d+\.\d{{3}}s\n", result.stderr)
+    assert re.fullmatch(
+        rf"walbucket push {SEG1}: archived 16\.0 MiB as \d+ bytes zstd in \d+\.\d{{3}}s\n", result.stderr
+    )
     info = head(s3_client, bucket, wal_key(SEG1))
-    assert info["Metadata"].items() >= {
-        "walbucket-sha256": sha256(data),
-        "walbucket-size": str(SEG_SIZE),
-        "walbucket-codec": "zstd",
-        "walbucket-system-id": str(SYSTEM_ID),
-    }.items()
+    assert (
+        info["Metadata"].items()
+        >= {
+            "walbucket-sha256": sha256(data),
+            "walbucket-size": str(SEG_SIZE),
+            "walbucket-codec": "zstd",
+            "walbucket-system-id": str(SYSTEM_ID),
+        }.items()
+    )
     assert tags(s3_client, bucket, wal_key(SEG1)) == {
         "walbucket-kind": "segment",
         "walbucket-timeline": "1",
@@ -272,20 +277,34 @@ def test_push_of_a_file_that_is_not_its_segment_exits_4_and_archives_nothing(
     assert archived_keys(bucket_keys()) == []
 
 
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"WALBUCKET_BUCKET": None}, "missing setting 'bucket'"),
-        ({"WALBUCKET_BUCKET": ""}, "missing setting 'bucket'"),
-        ({"WALBUCKET_COMPRESSION": "gzip"}, "invalid setting WALBUCKET_COMPRESSION: expected one of none, zstd, lz4"),
-        ({"WALBUCKET_RETRY_BUDGET": "soon"}, "invalid setting WALBUCKET_RETRY_BUDGET: could not convert string to float: 'soon'"),
-        ({"WALBUCKET_ENDPOINT_URL": "127.0.0.1:9000"}, "invalid setting WALBUCKET_ENDPOINT_URL: expected an http:// or https:// URL"),
-        ({"WALBUCKET_BUKET": "typo"}, "unknown setting WALBUCKET_BUKET in the environment"),
-        ({"WALBUCKET_MULTIPART_CHUNK_SIZE": "1MiB"}, "invalid setting 'multipart_chunk_size': S3 parts are at least 5MiB"),
-        ({"WALBUCKET_CONFIG": "/nonexistent/walbucket.toml"}, "cannot read config file '/nonexistent/walbucket.toml': No such file or directory"),
-    ],
-    ids=["unset-bucket", "empty-bucket", "bad-codec", "bad-seconds", "bad-url", "unknown-variable", "small-part", "no-file"],
-)  # fmt: skip
+CONFIG_ERRORS: dict[str, tuple[dict[str, str | None], str]] = {
+    "unset-bucket": ({"WALBUCKET_BUCKET": None}, "missing setting 'bucket'"),
+    "empty-bucket": ({"WALBUCKET_BUCKET": ""}, "missing setting 'bucket'"),
+    "bad-codec": (
+        {"WALBUCKET_COMPRESSION": "gzip"},
+        "invalid setting WALBUCKET_COMPRESSION: expected one of none, zstd, lz4",
+    ),
+    "bad-seconds": (
+        {"WALBUCKET_RETRY_BUDGET": "soon"},
+        "invalid setting WALBUCKET_RETRY_BUDGET: could not convert string to float: 'soon'",
+    ),
+    "bad-url": (
+        {"WALBUCKET_ENDPOINT_URL": "127.0.0.1:9000"},
+        "invalid setting WALBUCKET_ENDPOINT_URL: expected an http:// or https:// URL",
+    ),
+    "unknown-variable": ({"WALBUCKET_BUKET": "typo"}, "unknown setting WALBUCKET_BUKET in the environment"),
+    "small-part": (
+        {"WALBUCKET_MULTIPART_CHUNK_SIZE": "1MiB"},
+        "invalid setting 'multipart_chunk_size': S3 parts are at least 5MiB",
+    ),
+    "no-file": (
+        {"WALBUCKET_CONFIG": "/nonexistent/walbucket.toml"},
+        "cannot read config file '/nonexistent/walbucket.toml': No such file or directory",
+    ),
+}
+
+
+@pytest.mark.parametrize(("change", "message"), CONFIG_ERRORS.values(), ids=CONFIG_ERRORS.keys())
 def test_a_configuration_error_exits_3_for_push_and_203_for_get(
     wb_env: dict[str, str], data_dir: Path, wal_file: Callable[..., Path], bucket_keys: Callable[[], list[str]],
     change: dict[str, str | None], message: str,
@@ -301,7 +320,9 @@ def test_a_configuration_error_exits_3_for_push_and_203_for_get(
     assert not dest.exists()
 
 
-def test_missing_bucket_error_has_a_hint_naming_both_places(wb_env: dict[str, str], wal_file: Callable[..., Path]) -> None:
+def test_missing_bucket_error_has_a_hint_naming_both_places(
+    wb_env: dict[str, str], wal_file: Callable[..., Path]
+) -> None:
     env = {k: v for k, v in wb_env.items() if k != "WALBUCKET_BUCKET"}
 
     result = run_walbucket(["push", str(wal_file(SEG1))], env)
@@ -353,6 +374,34 @@ def test_config_file_settings_apply_and_the_environment_wins(
     assert " lz4 in " in result.stderr
     info = head(s3_client, bucket, wal_key(SEG1))  # prefix 'test' from the environment, not 'from-file'
     assert info["Metadata"]["walbucket-codec"] == "lz4"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_EC2_METADATA_DISABLED": "true"},
+            "no usable AWS credentials: Unable to locate credentials",
+        ),
+        ({"WALBUCKET_PROFILE": "no-such-profile"}, "cannot create the S3 client: "),
+    ],
+    ids=["no-credentials", "no-such-profile"],
+)
+def test_unusable_credentials_are_a_configuration_error(
+    wb_env: dict[str, str], data_dir: Path, wal_file: Callable[..., Path], bucket_keys: Callable[[], list[str]],
+    change: dict[str, str | None], message: str,
+) -> None:  # fmt: skip
+    env = {k: v for k, v in {**wb_env, **change}.items() if v is not None}
+    dest = data_dir / "RECOVERYXLOG"
+
+    push, get = run_all([(["push", str(wal_file(SEG1))], env, data_dir), (["get", SEG1, str(dest)], env, data_dir)])
+
+    assert push.returncode == 3, push.stderr
+    assert get.returncode == 203, get.stderr
+    for result in (push, get):
+        assert f": ERROR: {message}" in result.stderr
+    assert bucket_keys() == []
+    assert not dest.exists()
 
 
 # --- the store refuses or is unreachable ---------------------------------------------------------------------------
@@ -473,7 +522,9 @@ def test_get_restores_the_segment_byte_for_byte_as_a_private_file(
     result = run_walbucket(["get", SEG1, "pg_wal/RECOVERYXLOG"], wb_env, cwd=data_dir)
 
     assert result.returncode == 0, result.stderr
-    assert re.fullmatch(rf"walbucket get {SEG1}: restored 16\.0 MiB from \d+ bytes stored in \d+\.\d+s\n", result.stderr)
+    assert re.fullmatch(
+        rf"walbucket get {SEG1}: restored 16\.0 MiB from \d+ bytes stored in \d+\.\d+s\n", result.stderr
+    )
     assert dest.read_bytes() == data
     assert dest.stat().st_size == SEG_SIZE
     assert stat.S_IMODE(dest.stat().st_mode) == 0o600
@@ -543,8 +594,44 @@ def test_get_of_an_object_without_walbucket_metadata_exits_210(
 
     result = run_walbucket(["get", SEG1, "pg_wal/RECOVERYXLOG"], wb_env, cwd=data_dir)
 
-    assert_error(result, 210, f"get {SEG1}", f"object '{wal_key(SEG1)}' lacks walbucket's metadata (codec, SHA-256, size)")
+    assert_error(
+        result, 210, f"get {SEG1}", f"object '{wal_key(SEG1)}' lacks walbucket's metadata (codec, SHA-256, size)"
+    )
     assert os.listdir(data_dir / "pg_wal") == []
+
+
+def test_an_unreadable_archive_identity_exits_10_for_push_and_210_for_get(
+    wb_env: dict[str, str], data_dir: Path, wal_file: Callable[..., Path], s3_client: Any, bucket: str,
+    bucket_keys: Callable[[], list[str]],
+) -> None:  # fmt: skip
+    assert run_walbucket(["push", str(wal_file(SEG1))], wb_env, cwd=data_dir).returncode == 0
+    s3_client.put_object(Bucket=bucket, Key="test/identity.json", Body=b"{not json")
+    dest = data_dir / "RECOVERYXLOG"
+
+    push, get = run_all(
+        [(["push", str(wal_file(SEG2))], wb_env, data_dir), (["get", SEG1, str(dest)], wb_env, data_dir)]
+    )
+
+    message = "archive identity 'test/identity.json' is unreadable: not a walbucket identity document: "
+    assert push.returncode == 10, push.stderr
+    assert f"walbucket push {SEG2}: ERROR: {message}" in push.stderr
+    assert get.returncode == 210, get.stderr
+    assert f"walbucket get {SEG1}: ERROR: {message}" in get.stderr
+    assert wal_key(SEG2) not in bucket_keys()
+    assert not dest.exists()
+    assert leftovers(data_dir) == []
+
+
+def test_get_that_cannot_write_its_destination_exits_204(
+    wb_env: dict[str, str], data_dir: Path, wal_file: Callable[..., Path]
+) -> None:
+    assert run_walbucket(["push", str(wal_file(SEG1))], wb_env, cwd=data_dir).returncode == 0
+
+    result = run_walbucket(["get", SEG1, "no-such-dir/RECOVERYXLOG"], wb_env, cwd=data_dir)
+
+    assert_error(
+        result, 204, f"get {SEG1}", "cannot write WAL file 'no-such-dir/RECOVERYXLOG': No such file or directory"
+    )
 
 
 def test_get_into_a_cluster_with_another_system_id_exits_205_and_leaves_no_file(

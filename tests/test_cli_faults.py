@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import zstandard
+
 from conftest import run_walbucket
 from lab_proxy import FaultProxy
 from lab_s3 import MotoServer

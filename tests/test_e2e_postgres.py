@@ -88,6 +88,7 @@ def scenario(moto_server: MotoServer) -> Iterator[Scenario]:
         primary.configure(archive_mode=True, archive_command=archive_command())
         primary.start()
         primary.psql("CREATE TABLE marker (note text PRIMARY KEY, at timestamptz DEFAULT now())")
+        primary.wait_archived(primary.switch_wal())  # a broken archive fails here, not in a backup that waits for it
 
         restored = lab.cluster("restored").backup_from(primary, wal_method="none")
         assert not [p for p in restored.wal_dir.iterdir() if parse_wal_name(p.name)], "the backup must hold no WAL"

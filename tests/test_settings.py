@@ -35,7 +35,16 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "multipart_chunk_size": ("8M", 8 * MIB),
     "restore_partial": ("true", True),
     "state_dir": ("/var/lib/walbucket", "/var/lib/walbucket"),
+    "async_mode": ("on", True),
+    "spool_dir": ("/var/spool/walbucket", "/var/spool/walbucket"),
+    "async_lookahead": ("32", 32),
+    "async_queue_bytes": ("1GiB", 1 << 30),
+    "async_workers": ("8", 8),
+    "async_idle_exit": ("5", 5.0),
+    "async_wait": ("30", 30.0),
 }
+# The setting's name where it differs from the field that holds it ("async" is a Python keyword).
+SETTING_NAME = {"async_mode": "async"}
 # Settings that only make sense together with another one.
 COMPANIONS: dict[str, dict[str, str]] = {
     "ca_bundle": {"WALBUCKET_VERIFY_TLS": "true"},
@@ -57,7 +66,7 @@ def test_samples_cover_every_setting() -> None:
 @pytest.mark.parametrize("field", sorted(SAMPLES))
 def test_every_setting_has_an_environment_name(field: str) -> None:
     env_name = setting_env_name(field)
-    assert env_name == "WALBUCKET_" + field.upper()
+    assert env_name == "WALBUCKET_" + SETTING_NAME.get(field, field).upper()
     raw, value = SAMPLES[field]
     settings = load_settings({}, {**BUCKET, env_name: raw, **COMPANIONS.get(field, {})})
     assert getattr(settings, field) == value
@@ -67,7 +76,7 @@ def test_every_setting_has_an_environment_name(field: str) -> None:
 def test_every_setting_can_come_from_the_file(field: str) -> None:
     raw, value = SAMPLES[field]
     companions = {k.removeprefix("WALBUCKET_").lower(): v for k, v in COMPANIONS.get(field, {}).items()}
-    settings = load_settings({"bucket": "wal-archive", field: raw, **companions}, {})
+    settings = load_settings({"bucket": "wal-archive", SETTING_NAME.get(field, field): raw, **companions}, {})
     assert getattr(settings, field) == value
 
 

@@ -14,7 +14,6 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from lab_pg import PGBIN, PgCluster, PgError, PgLab, archive_command, restore_command, walbucket_executable
 from lab_s3 import MotoServer
@@ -107,6 +106,8 @@ def run_demo(lab: PgLab, moto: MotoServer, scale: int, say: Progress) -> None:
     primary.start()
     say(f"primary: {primary.data_dir} on 127.0.0.1:{primary.port}, archive_command = '{archive_command()}'")
     primary.psql("CREATE TABLE marker (note text PRIMARY KEY, at timestamptz DEFAULT now())")
+    first = primary.wait_archived(primary.switch_wal())  # fail here, fast, rather than in a backup that waits
+    say(f"archiving works: {first.last_archived_wal} is in the bucket")
 
     say("base backup: pg_basebackup -X none (the restore must take every WAL segment from the archive)")
     restored = lab.cluster("restored").backup_from(primary, wal_method="none")
@@ -147,7 +148,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     say = Progress()
     lab: PgLab | None = None
-    ok = False
+    failure: str | None = "did not finish"
     try:
         _check_prerequisites()
         lab = PgLab()
@@ -158,20 +159,22 @@ def main(argv: list[str]) -> int:
             lab.env.update(moto.env(BUCKET, PREFIX))
             try:
                 run_demo(lab, moto, args.scale, say)
-                ok = True
+                failure = None
             finally:
                 lab.stop_all()
     except (DemoFailed, PgError, TimeoutError, RuntimeError, OSError) as exc:
-        print(f"\nwalbucket demo FAILED: {exc}", file=sys.stderr)
+        failure = str(exc)
     except KeyboardInterrupt:
-        print("\nwalbucket demo interrupted", file=sys.stderr)
+        failure = "interrupted"
     finally:
         if lab is not None:
-            lab.keep = args.keep or not ok
+            lab.keep = args.keep or failure is not None
             lab.cleanup()
-            where = Path(lab.base_dir)
-            print(f"{'kept' if lab.keep else 'removed'} {where} (data directories, server and moto logs)")
-    return 0 if ok else 1
+            print(f"{'kept' if lab.keep else 'removed'} {lab.base_dir} (data directories, server and moto logs)")
+    if failure is not None:
+        print(f"\nwalbucket demo FAILED: {failure}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

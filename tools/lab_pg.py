@@ -63,7 +63,7 @@ class PgError(RuntimeError):
 
 def walbucket_executable() -> Path:
     """Return the walbucket console script installed next to this Python (the project's venv)."""
-    return Path(sys.executable).with_name("walbucket")
+    return Path(os.path.normpath(os.path.abspath(sys.executable))).with_name("walbucket")
 
 
 def archive_command(executable: Path | None = None, *options: str) -> str:

@@ -157,7 +157,7 @@ class _Handler(BaseHTTPRequestHandler):
     owner: FaultProxy
     protocol_version = "HTTP/1.1"  # keep-alive, as S3 clients expect
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class names it so
+    def log_message(self, format: str, *args: object) -> None:
         pass  # tests read proxy.requests instead of a log on stderr
 
     def do_GET(self) -> None:
@@ -231,8 +231,9 @@ class _Handler(BaseHTTPRequestHandler):
                 if lower in _HOP_BY_HOP or (lower == "if-none-match" and owner.strip_if_none_match):
                     continue
                 if lower == "host" and owner.rewrite_host:
-                    value = f"{owner.upstream_host}:{owner.upstream_port}"
-                conn.putheader(name, value)
+                    conn.putheader(name, f"{owner.upstream_host}:{owner.upstream_port}")
+                else:
+                    conn.putheader(name, value)
             if chunked:
                 conn.putheader("Transfer-Encoding", "chunked")
             conn.endheaders()

@@ -102,6 +102,9 @@ def _parser() -> _Parser:
         "worker", parents=[common], help="run the async worker of the data directory in the current directory",
         description=_WORKER_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
+    from .cli_admin import add_admin_commands
+
+    add_admin_commands(commands, common)
     return parser
 
 
@@ -181,9 +184,9 @@ def _push_async(args: argparse.Namespace, settings: Settings) -> str:
     return f"archived{detail}{stored} via the async worker"
 
 
-def _push(args: argparse.Namespace, settings: Settings) -> str:
+def _push(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     if settings.async_mode:
-        return _push_async(args, settings)
+        return _push_async(args, settings), 0
     from .keylayout import KeyLayout
     from .push import Uploaded, push
     from .store.factory import open_store
@@ -192,8 +195,8 @@ def _push(args: argparse.Namespace, settings: Settings) -> str:
     layout = KeyLayout(settings.prefix)
     outcome = push(Path(args.path), store, layout, _push_options(settings, store), data_dir=Path.cwd())
     if isinstance(outcome, Uploaded):
-        return f"archived {_mib(outcome.size)} as {_mib(outcome.stored_size)} {outcome.codec}"
-    return f"already archived with identical content (duplicate), {_mib(outcome.size)}"
+        return f"archived {_mib(outcome.size)} as {_mib(outcome.stored_size)} {outcome.codec}", 0
+    return f"already archived with identical content (duplicate), {_mib(outcome.size)}", 0
 
 
 def _get(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
@@ -226,16 +229,33 @@ def _get_async(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     return f"restored {_mib(outcome.size)} from {source}", 0
 
 
-def _worker(settings: Settings) -> str:
+def _worker(_args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     from .store.factory import open_store
     from .worker import Worker, acquire_lock
 
+    logging.getLogger("walbucket").setLevel(logging.INFO)
     spool = _spool(settings)
     if acquire_lock(spool) is None:
-        return "another worker serves this data directory"
+        return "another worker serves this data directory", 0
     store = open_store(settings)
     Worker(settings, Path.cwd(), spool, store, _push_options(settings, store)).serve()
-    return "exited after being idle"
+    return "exited after being idle", 0
+
+
+# Each command: (parsed arguments, settings) -> (the one log line, or "" for none; exit code).
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], tuple[str, int]]] = {
+    "push": _push,
+    "get": _get,
+    "worker": _worker,
+}
+
+
+def _handler(command: str) -> Callable[[argparse.Namespace, Settings], tuple[str, int]]:
+    if command in COMMANDS:
+        return COMMANDS[command]
+    from .cli_admin import ADMIN_COMMANDS
+
+    return ADMIN_COMMANDS[command]
 
 
 class _Terminated(BaseException):
@@ -265,13 +285,7 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
     )()
     try:
         settings = _load(args, env)
-        if args.command == "push":
-            line, code = _push(args, settings), 0
-        elif args.command == "get":
-            line, code = _get(args, settings)
-        else:
-            logging.getLogger("walbucket").setLevel(logging.INFO)
-            line, code = _worker(settings), 0
+        line, code = _handler(args.command)(args, settings)
     except WalbucketError as exc:
         code = exc.exit_code
         if args.command == "get":
@@ -288,7 +302,8 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
         log.debug("internal error", exc_info=True)
         print(f"walbucket {subject}: ERROR: internal error: {exc!r} (exit {code})", file=sys.stderr)
         return code
-    print(f"walbucket {subject}: {line} in {time.monotonic() - started:.3f}s", file=sys.stderr)
+    if line:
+        print(f"walbucket {subject}: {line} in {time.monotonic() - started:.3f}s", file=sys.stderr)
     return code
 
 

@@ -208,6 +208,8 @@ def _ensure_identity(
         body, tags = encode_identity(mine), {TAG_KIND: "identity"}
         if not conditional:
             store.put(layout.identity_key, body, {}, tags)
+            if memo is not None:
+                memo.value = mine
             return
         if store.create(layout.identity_key, body, {}, tags):
             if memo is not None:
