@@ -1,5 +1,6 @@
 # walbucket: `make demo` runs the whole job on a local S3 endpoint; `make test` runs every test.
-VENV ?= .venv
+# .venv, or a copy under /var/tmp when the checkout is unreadable for the 'postgres' user (see scripts/venv-dir).
+VENV ?= $(shell scripts/venv-dir)
 export VENV
 PY := $(VENV)/bin/python
 

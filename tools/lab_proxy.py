@@ -117,8 +117,7 @@ class FaultProxy:
         class Handler(_Handler):
             owner = proxy
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", self._port), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="lab-proxy", daemon=True)
         self._thread.start()
         return self
@@ -151,6 +150,11 @@ class FaultProxy:
     def _record(self, handler: BaseHTTPRequestHandler, status: int) -> None:
         with self._lock:
             self.requests.append(ProxiedRequest(handler.command, handler.path, tuple(handler.headers.items()), status))
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default 5 drops connections when 16 clients start at once
 
 
 class _Handler(BaseHTTPRequestHandler):
