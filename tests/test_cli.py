@@ -39,7 +39,11 @@ def wal_key(name: str) -> str:
 
 
 def archived_keys(keys: list[str]) -> list[str]:
-    """Keys that hold archive content: everything but the conditional-write probe."""
+    """Keys that hold archive content: everything but the conditional-write probe.
+
+    push probes the endpoint (once per state_dir) before it reads the WAL file, so even a refused file leaves the
+    probe object behind; it is never read and holds no WAL.
+    """
     return [key for key in keys if key != PROBE_KEY]
 
 

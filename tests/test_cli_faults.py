@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 import zstandard
 
-from conftest import run_walbucket
+from conftest import WALBUCKET, run_walbucket
 from lab_proxy import FaultProxy
 from lab_s3 import MotoServer
 from walfactory import segment_bytes
@@ -186,6 +187,41 @@ def test_an_endpoint_that_keeps_failing_ends_in_an_outage_exit_within_the_retry_
     assert budget <= elapsed < budget + 8  # the budget, one last backoff, and the process start
     assert len(proxy.requests) > 1  # retried, not given up at the first answer
     assert not dest.exists()
+
+
+def test_an_endpoint_slower_than_the_timeout_ends_in_an_outage_exit(
+    env: dict[str, str], proxy: FaultProxy, data_dir: Path, wal_file: Callable[..., Path]
+) -> None:
+    proxy.delay = 3.0
+    env = {**env, "WALBUCKET_TIMEOUT": "0.5", "WALBUCKET_RETRY_BUDGET": "1.5"}
+
+    started = time.monotonic()
+    result = run_walbucket(["push", str(wal_file(SEG1))], env, cwd=data_dir)
+
+    assert result.returncode == 8, result.stderr
+    assert "after retrying for 1.5s: " in result.stderr
+    assert time.monotonic() - started < 10  # not the 3 s delay times the attempts
+    assert proxy.received > 1
+
+
+def test_sigterm_during_get_ends_the_process_by_that_signal_and_leaves_no_file(
+    env: dict[str, str], proxy: FaultProxy, data_dir: Path, wal_file: Callable[..., Path]
+) -> None:
+    assert run_walbucket(["push", str(wal_file(SEG1))], env, cwd=data_dir).returncode == 0
+    proxy.delay = 30.0
+    dest = data_dir / "pg_wal" / "RECOVERYXLOG"
+
+    with subprocess.Popen(
+        [str(WALBUCKET), "get", SEG1, str(dest)], env=env, cwd=data_dir, stderr=subprocess.PIPE, text=True
+    ) as process:
+        deadline = time.monotonic() + 30
+        while proxy.received == 0 and time.monotonic() < deadline:  # wait until it is inside a request
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == -signal.SIGTERM, stderr
+    assert sorted(os.listdir(dest.parent)) == [SEG1]
 
 
 # --- corrupted downloads -------------------------------------------------------------------------------------------

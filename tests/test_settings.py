@@ -100,7 +100,7 @@ def test_environment_wins_over_the_file() -> None:
 def test_file_values_keep_their_toml_types() -> None:
     settings = load_settings(
         {
-            "bucket": "b1",
+            "bucket": "wal-b1",
             "path_style": True,
             "compression_level": -1,
             "retry_budget": 5,
@@ -125,16 +125,16 @@ def test_missing_bucket() -> None:
 
 
 def test_an_empty_environment_variable_unsets_the_file_value() -> None:
-    settings = load_settings({"bucket": "b1", "prefix": "from-file", "region": "r"}, {"WALBUCKET_PREFIX": ""})
+    settings = load_settings({"bucket": "wal-b1", "prefix": "from-file", "region": "r"}, {"WALBUCKET_PREFIX": ""})
     assert (settings.prefix, settings.region) == ("", "r")
-    assert config_error({"bucket": "b1"}, {"WALBUCKET_BUCKET": ""}).message == "missing setting 'bucket'"
+    assert config_error({"bucket": "wal-b1"}, {"WALBUCKET_BUCKET": ""}).message == "missing setting 'bucket'"
 
 
 def test_unknown_setting_in_the_file_is_named() -> None:
-    assert config_error({"bucket": "b1", "compresion": "zstd"}, {}).message == (
+    assert config_error({"bucket": "wal-b1", "compresion": "zstd"}, {}).message == (
         "unknown setting 'compresion' in config file"
     )
-    assert config_error({"bucket": "b1", "x": 1}, {}, "'/etc/wb.toml'").message == (
+    assert config_error({"bucket": "wal-b1", "x": 1}, {}, "'/etc/wb.toml'").message == (
         "unknown setting 'x' in '/etc/wb.toml'"
     )
 
@@ -150,6 +150,9 @@ def test_unknown_setting_in_the_environment_is_named() -> None:
     [
         ("WALBUCKET_BUCKET", "My_Bucket", "not a valid bucket name"),
         ("WALBUCKET_BUCKET", "-bucket", "not a valid bucket name"),
+        ("WALBUCKET_BUCKET", "ab", "not a valid bucket name"),
+        ("WALBUCKET_BUCKET", "bucket-", "not a valid bucket name"),
+        ("WALBUCKET_BUCKET", "b" * 64, "not a valid bucket name"),
         ("WALBUCKET_BUCKET", "   ", "expected a non-empty string"),
         ("WALBUCKET_PREFIX", "a//b", "invalid prefix 'a//b'"),
         ("WALBUCKET_PREFIX", "a/../b", "invalid prefix 'a/../b'"),
@@ -204,7 +207,7 @@ def test_invalid_environment_value_is_named(env_name: str, value: str, reason: s
     ],
 )
 def test_invalid_file_value_is_named(field: str, value: Any, reason: str) -> None:
-    error = config_error({"bucket": "b1", field: value}, {}, "'/etc/wb.toml'")
+    error = config_error({"bucket": "wal-b1", field: value}, {}, "'/etc/wb.toml'")
     assert error.message == f"invalid setting '{field}' in '/etc/wb.toml': {reason}"
 
 

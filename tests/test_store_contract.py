@@ -194,3 +194,20 @@ def test_concurrent_creates_of_one_key_let_exactly_one_win(store: Store) -> None
     assert results.count(True) == 1
     stored = store.read("p/race")
     assert stored is not None and stored.body == bodies[results.index(True)]
+
+
+def test_list_prefixes_yields_one_level_of_sub_prefixes_in_key_order(store: Store) -> None:
+    keys = ["p/wal/b/1", "p/wal/a/2", "p/wal/a/1", "p/wal/a/x/deeper", "p/wal/loose", "p/walx/c/1", "p/history/1"]
+    for key in keys:
+        store.put(key, b"x", {}, {})
+    assert list(store.list_prefixes("p/wal/")) == ["p/wal/a/", "p/wal/b/"]
+    assert list(store.list_prefixes("p/")) == ["p/history/", "p/wal/", "p/walx/"]
+    assert list(store.list_prefixes("p/wal/a/")) == ["p/wal/a/x/"]
+    assert list(store.list_prefixes("p/nothing/")) == []
+
+
+def test_list_prefixes_goes_beyond_one_page(store: Store) -> None:
+    dirs = [f"p/dirs/{n:04d}/" for n in range(1010)]  # S3 answers at most 1000 common prefixes per request
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda d: store.put(d + "k", b"", {}, {}), dirs))
+    assert list(store.list_prefixes("p/dirs/")) == dirs

@@ -12,6 +12,7 @@ still matches. Faults are attributes, switchable while the proxy runs::
         proxy.corrupt_get = True                # flip bytes in the body of successful object GETs
         proxy.drop_connections = True           # close the connection without answering
         proxy.emulate_checksums = True          # send x-amz-checksum-sha256 on GETs that ask, as S3 does
+        proxy.delay = 3.0                       # wait this many seconds before answering each request
 
 moto does not return an object's full SHA-256 checksum; S3 does when the client sends x-amz-checksum-mode, and
 botocore then verifies the body. ``emulate_checksums`` adds the header, computed from the body before any
@@ -29,11 +30,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import sys
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import Any
 
 __all__ = ["FaultProxy", "ProxiedRequest"]
 
@@ -83,6 +87,8 @@ class FaultProxy:
         self.corrupt_get = False
         self.drop_connections = False
         self.emulate_checksums = False
+        self.delay = 0.0
+        self.received = 0  # requests that have arrived, answered or not
         self.atomic_conditional_writes = True
         self.requests: list[ProxiedRequest] = []
         self._lock = threading.Lock()
@@ -107,9 +113,11 @@ class FaultProxy:
         """Switch every fault off and forget the recorded requests."""
         with self._lock:
             self._fail_next = 0
+            self.received = 0
             self.requests.clear()
         self.strip_if_none_match = self.reject_if_none_match = self.fail_all = False
         self.corrupt_get = self.drop_connections = self.emulate_checksums = False
+        self.delay = 0.0
 
     def start(self) -> FaultProxy:
         proxy = self
@@ -156,6 +164,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # the default 5 drops connections when 16 clients start at once
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return  # the client gave up (a timeout, a killed process): what a faulty network looks like
+        super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     owner: FaultProxy
@@ -200,6 +213,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _proxy(self) -> None:
         owner = self.owner
         body, chunked = self._read_body()
+        with owner._lock:
+            owner.received += 1
+        if owner.delay:
+            time.sleep(owner.delay)
         conditional = self.headers.get("If-None-Match") is not None
         if owner.drop_connections:
             owner._record(self, 0)

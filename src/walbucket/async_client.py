@@ -5,6 +5,7 @@ This is the path PostgreSQL runs thousands of times, so it imports neither boto3
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,7 +40,9 @@ def worker_starter(command: Sequence[str], data_dir: Path, spool: Spool) -> Call
     """Return a function that starts a detached worker; a second one exits at once (the spool's lock)."""
 
     def start() -> None:
-        with open(spool.log_path, "ab") as log:
+        # private like the rest of the spool (0600), whatever the umask: the log names the cluster's WAL files
+        fd = os.open(spool.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        with open(fd, "ab") as log:
             subprocess.Popen(
                 list(command), cwd=data_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True, close_fds=True,

@@ -54,6 +54,22 @@ push and get start it on their own when async = on; it pushes ready WAL ahead an
 into the spool directory, and exits after async_idle_exit seconds without work."""
 
 
+_LIFECYCLE_HELP = """\
+Print the S3 lifecycle configuration (JSON) that expires segments, .partial and .backup files under the prefix and
+never history files or identity.json, for 'aws s3api put-bucket-lifecycle-configuration --lifecycle-configuration'
+or 'mc ilm rule import'. Defaults equal terraform/modules/walbucket-archive's; see docs/retention.md."""
+
+_LIFECYCLE_OPTIONS = (
+    ("--wal-days", "wal_days", int, "expire segments after DAYS (default 14)"),
+    ("--partial-days", "partial_days", int, "expire .partial files after DAYS (default 7)"),
+    ("--backup-days", "backup_days", int, "expire .backup files after DAYS (default: --wal-days)"),
+    ("--transition-days", "transition_days", int, "move segments to --transition-class after DAYS (default: never)"),
+    ("--transition-class", "transition_storage_class", str, "STANDARD_IA (default), ONEZONE_IA, GLACIER_IR, ..."),
+    ("--abort-multipart-days", "abort_incomplete_multipart_days", int, "abort unfinished uploads (default 1; 0 off)"),
+    ("--noncurrent-days", "noncurrent_days", int, "expire noncurrent versions after DAYS (default: never)"),
+)
+
+
 class _ArgumentError(Exception):
     pass
 
@@ -102,6 +118,12 @@ def _parser() -> _Parser:
         "worker", parents=[common], help="run the async worker of the data directory in the current directory",
         description=_WORKER_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
+    lifecycle = commands.add_parser(
+        "lifecycle", parents=[common], help="print the bucket lifecycle configuration that expires old WAL (JSON)",
+        description=_LIFECYCLE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    for option, dest, kind, text in _LIFECYCLE_OPTIONS:
+        lifecycle.add_argument(option, dest=dest, type=kind, metavar="DAYS" if kind is int else "CLASS", help=text)
     from .cli_admin import add_admin_commands
 
     add_admin_commands(commands, common)
@@ -188,12 +210,13 @@ def _push(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     if settings.async_mode:
         return _push_async(args, settings), 0
     from .keylayout import KeyLayout
-    from .push import Uploaded, push
+    from .push import Uploaded, archive, prepare
     from .store.factory import open_store
 
+    prepared = prepare(Path(args.path), settings.compression, settings.level)  # a bad file never reaches the store
     store = open_store(settings)
-    layout = KeyLayout(settings.prefix)
-    outcome = push(Path(args.path), store, layout, _push_options(settings, store), data_dir=Path.cwd())
+    options = _push_options(settings, store)
+    outcome = archive(prepared, store, KeyLayout(settings.prefix), options.conditional, data_dir=Path.cwd())
     if isinstance(outcome, Uploaded):
         return f"archived {_mib(outcome.size)} as {_mib(outcome.stored_size)} {outcome.codec}", 0
     return f"already archived with identical content (duplicate), {_mib(outcome.size)}", 0
@@ -238,8 +261,19 @@ def _worker(_args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     if acquire_lock(spool) is None:
         return "another worker serves this data directory", 0
     store = open_store(settings)
-    Worker(settings, Path.cwd(), spool, store, _push_options(settings, store)).serve()
+    Worker(settings, Path.cwd(), spool, store, lambda: _push_options(settings, store)).serve()
     return "exited after being idle", 0
+
+
+def _lifecycle(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
+    import json
+
+    from .keylayout import KeyLayout
+    from .lifecycle import lifecycle_configuration, policy_from_options
+
+    configuration = lifecycle_configuration(KeyLayout(settings.prefix), policy_from_options(vars(args)))
+    print(json.dumps(configuration, indent=2))
+    return "", 0
 
 
 # Each command: (parsed arguments, settings) -> (the one log line, or "" for none; exit code).
@@ -247,6 +281,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], tuple[str, int]]] =
     "push": _push,
     "get": _get,
     "worker": _worker,
+    "lifecycle": _lifecycle,
 }
 
 

@@ -1,22 +1,230 @@
 """The edge for the commands people run by hand (inspection, checks, repair): parse, call a service, render.
 
 Like cli.py, it may print; unlike the push/get fast path it may be slow to import. cli.py registers these.
+Reports go to stdout (text, or JSON with --json); the one summary line goes to stderr like every command's; a
+progress indicator is drawn on stderr only when stderr is a terminal. docs/inspect.md describes the commands.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from typing import Any
+import dataclasses
+import json
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
 
+from .errors import FINDINGS_EXIT, UsageError
 from .settings import Settings
 
 __all__ = ["ADMIN_COMMANDS", "add_admin_commands"]
 
-# Each command: (parsed arguments, settings) -> (the one log line, or "" for none; exit code).
-ADMIN_COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], tuple[str, int]]] = {}
+_SHOW_HELP = """\
+Show the archive: its identity; per timeline its parent and switch point, first and last segment, count, sizes
+and compression ratio; partial, history and backup history files. Lists by key prefix in parallel."""
+_VERIFY_HELP = """\
+Verify the archive: gaps in each timeline (with switch points taken into account), missing or inconsistent
+history files, orphan .partial files, and objects whose metadata or tags disagree with the archive identity
+(a sample; --deep downloads every object and checks it as get would). Exit 11 when it finds an error."""
+_CHECK_HELP = """\
+Check a setup before PostgreSQL relies on it: credentials, bucket, the permissions push and get need (on a probe
+object under <prefix>/probe/), conditional writes, the local cluster (--pgdata or the current directory) against
+the archive identity and, with --dsn, that a forced WAL switch arrives in the archive. Exit 11 when a check fails."""
+_BACKFILL_HELP = """\
+Push the finished WAL files of a pg_wal directory that the archive lacks, e.g. what an old primary had not archived
+at failover. Each file gets push's identity and duplicate checks; different content already archived is reported as
+a conflict and never overwritten. Exit 11 when a file is in conflict or refused."""
 
 
 def add_admin_commands(commands: argparse._SubParsersAction[Any], common: argparse.ArgumentParser) -> None:
     """Add the admin commands' parsers to the main parser's subcommands."""
-    del commands, common
+
+    def add(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = commands.add_parser(
+            name, parents=[common], help=summary, description=description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+        parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+        return parser
+
+    show = add("show", "show the archive's timelines, ranges and sizes", _SHOW_HELP)
+    show.add_argument("--exact", action="store_true", help="read each object's original size (a HEAD per object)")
+    show.add_argument("--jobs", type=_positive, metavar="N", help="parallel requests (default 16)")
+    verify = add("verify", "find gaps and inconsistencies in the archive (exit 11)", _VERIFY_HELP)
+    verify.add_argument("--deep", action="store_true", help="download and check every object")
+    verify.add_argument("--jobs", type=_positive, metavar="N", help="parallel requests (default 16; 4 with --deep)")
+    check = add("check", "check settings, permissions and archiving of a new setup (exit 11)", _CHECK_HELP)
+    check.add_argument("--pgdata", metavar="DIR", help="data directory of the local cluster (default: current)")
+    check.add_argument("--dsn", metavar="CONNSTRING", help="connect with psql, switch WAL, watch it arrive")
+    check.add_argument("--psql", default="psql", metavar="PATH", help="the psql program (default: psql)")
+    check.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="wait for the segment")
+    backfill = add("backfill", "push what a pg_wal directory holds and the archive lacks (exit 11)", _BACKFILL_HELP)
+    backfill.add_argument("pg_wal", metavar="PGWAL_DIR", help="the pg_wal directory, e.g. of the old primary")
+    backfill.add_argument("--dry-run", action="store_true", help="tell what would be pushed; write nothing")
+    backfill.add_argument("--include-unmarked", action="store_true", help="also segments without archive_status")
+    backfill.add_argument("--jobs", type=_positive, metavar="N", help="parallel pushes (default 4)")
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 256, not '{text}'")
+    return int(text)
+
+
+class _Meter:
+    """A one-line progress indicator on a terminal, redrawn at most ten times a second."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._drawn = 0.0
+
+    def __call__(self, phase: str, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._drawn < 0.1 and done != total:
+                return
+            self._drawn = now
+            text = f"{phase}: {done}/{total} ({100 * done // total}%)" if total else f"{phase}: {done}"
+            self._stream.write(f"\r\x1b[2K{text}")
+            self._stream.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._drawn:
+                self._stream.write("\r\x1b[2K")
+                self._stream.flush()
+
+
+@contextmanager
+def _progress() -> Iterator[_Meter | None]:
+    if not sys.stderr.isatty():
+        yield None
+        return
+    meter = _Meter(sys.stderr)
+    try:
+        yield meter
+    finally:
+        meter.close()
+
+
+def _work_dir() -> Path:
+    """Where deep verification restores objects for a moment: memory (/dev/shm) when there is one."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else Path(tempfile.gettempdir())
+
+
+def _where(settings: Settings) -> str:
+    root = f"s3://{settings.bucket}/{settings.prefix + '/' if settings.prefix else ''}"
+    return root + (f" at {settings.endpoint_url}" if settings.endpoint_url else "")
+
+
+def _emit(args: argparse.Namespace, settings: Settings, data: dict[str, Any], lines: list[str]) -> None:
+    if args.json:
+        print(json.dumps({"bucket": settings.bucket, "prefix": settings.prefix, **data}, indent=2))
+    else:
+        print("\n".join(lines))
+
+
+def _show(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
+    from .audit import show
+    from .keylayout import KeyLayout
+    from .listing import DEFAULT_JOBS
+    from .render import render_show, size
+    from .store.factory import open_store
+
+    store = open_store(settings)
+    with _progress() as progress:
+        summary = show(
+            store, KeyLayout(settings.prefix), exact=args.exact, jobs=args.jobs or DEFAULT_JOBS,
+            progress=progress, work_dir=_work_dir(),
+        )  # fmt: skip
+    _emit(args, settings, summary.to_json(), render_show(summary, _where(settings)))
+    timelines = len(summary.timelines)
+    line = f"{summary.objects} objects on {timelines} timeline{'s' * (timelines != 1)}, "
+    return line + f"{size(summary.stored_bytes)} stored", 0
+
+
+def _verify(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
+    from .audit import DEEP_JOBS, verify
+    from .keylayout import KeyLayout
+    from .listing import DEFAULT_JOBS
+    from .render import render_verify
+    from .store.factory import open_store
+
+    store = open_store(settings)
+    with _progress() as progress:
+        report = verify(
+            store, KeyLayout(settings.prefix), deep=args.deep, jobs=args.jobs or DEFAULT_JOBS,
+            deep_jobs=args.jobs or DEEP_JOBS, progress=progress, work_dir=_work_dir(),
+        )  # fmt: skip
+    _emit(args, settings, report.to_json(), render_verify(report, _where(settings)))
+    errors, warnings = len(report.errors), len(report.warnings)
+    line = f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)} in "
+    line += f"{report.summary.objects} objects ({'deep' if report.deep else 'sampled'})"
+    return line, FINDINGS_EXIT if errors else 0
+
+
+# A password in a connection string would sit in argv for anyone to read: libpq has ~/.pgpass and PGPASSWORD.
+_DSN_SECRET = re.compile(r"(^|\s)password\s*=|^postgres(ql)?://[^@/]*:[^@/]*@", re.IGNORECASE)
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
+    from .check import psql_switch_wal, run_checks
+    from .keylayout import KeyLayout
+    from .render import render_check
+    from .store.factory import credential_source, open_store
+
+    if args.dsn and _DSN_SECRET.search(args.dsn):
+        raise UsageError("--dsn holds a password", hint="give it in ~/.pgpass or PGPASSWORD, not on the command line")
+    # A check should answer in seconds, not wait out a long retry budget against an unreachable endpoint.
+    store = open_store(dataclasses.replace(settings, retry_budget=min(settings.retry_budget, 10.0)))
+    detail = f"bucket '{settings.bucket}', prefix '{settings.prefix}', compression {settings.compression}, "
+    detail += f"conditional_writes {settings.conditional_writes}"
+    switch = (lambda: psql_switch_wal(args.psql, args.dsn, args.timeout)) if args.dsn else None
+    report = run_checks(
+        store, KeyLayout(settings.prefix), settings_detail=detail, credentials=lambda: credential_source(settings),
+        conditional_mode=settings.conditional_writes, data_dir=Path(args.pgdata or "."), switch_wal=switch,
+        wait_timeout=args.timeout,
+    )  # fmt: skip
+    _emit(args, settings, report.to_json(), render_check(report, _where(settings)))
+    failed = len(report.failed)
+    if failed:
+        return f"{failed} of {len(report.items)} checks failed", FINDINGS_EXIT
+    return f"all {len(report.items)} checks passed or were skipped", 0
+
+
+def _backfill(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
+    from .backfill import BACKFILL_JOBS, backfill
+    from .cli import _push_options
+    from .keylayout import KeyLayout
+    from .push import PushOptions
+    from .render import render_backfill, summary_of_backfill
+    from .store.factory import open_store
+
+    store = open_store(settings)
+    # a dry run writes nothing, not even the conditional-write probe
+    options = PushOptions() if args.dry_run else _push_options(settings, store)
+    with _progress() as progress:
+        report = backfill(
+            Path(args.pg_wal), store, KeyLayout(settings.prefix), options, dry_run=args.dry_run,
+            include_unmarked=args.include_unmarked, jobs=args.jobs or BACKFILL_JOBS, progress=progress,
+        )  # fmt: skip
+    _emit(args, settings, report.to_json(), render_backfill(report))
+    return summary_of_backfill(report), FINDINGS_EXIT if report.failed else 0
+
+
+# Each command: (parsed arguments, settings) -> (the one log line, or "" for none; exit code).
+ADMIN_COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], tuple[str, int]]] = {
+    "show": _show,
+    "verify": _verify,
+    "check": _check,
+    "backfill": _backfill,
+}

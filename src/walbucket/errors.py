@@ -13,6 +13,7 @@
     ├── ConditionalWritesUnsupported      9       209   conditional_writes=required, endpoint ignores If-None-Match
     └── IntegrityError                   10       210   stored object fails its checksum or is not what its key says
     (any other exception)                70       250   a bug: report it
+    (no exception: problems found)       11               verify, check, backfill: problems found and listed
 
 ``get`` answers PostgreSQL's restore_command contract: 0 restored, 1 not in the archive, 2..125 "not available"
 (recovery may end or, on a standby, retry), above 125 "abort recovery". Every failure of ``get`` aborts recovery,
@@ -23,6 +24,7 @@ a standby (``standby.signal``), which answers 8, so PostgreSQL retries and strea
 from __future__ import annotations
 
 __all__ = [
+    "FINDINGS_EXIT",
     "INTERNAL_EXIT",
     "INTERNAL_GET_EXIT",
     "ArchiveConflict",
@@ -38,6 +40,7 @@ __all__ = [
 ]
 
 INTERNAL_EXIT = 70
+FINDINGS_EXIT = 11  # the admin commands ran and report problems as values (docs/inspect.md), not as an exception
 INTERNAL_GET_EXIT = 250
 
 

@@ -97,9 +97,9 @@ class KeyLayout:
         wal = parse_wal_name(key.rsplit("/", 1)[-1])
         return wal if wal is not None and self.key(wal) == key else None
 
-    def probe_key(self) -> str:
-        """Key used to test whether the endpoint honours If-None-Match; it is never a WAL key."""
-        return self._join("probe", "conditional-write")
+    def probe_key(self, name: str = "conditional-write") -> str:
+        """Key of a probe object (default: the If-None-Match test; ``walbucket check`` adds others); never WAL."""
+        return self._join("probe", name)
 
 
 def object_metadata(sha256_hex: str, size: int, codec: str, system_id: int | None) -> dict[str, str]:

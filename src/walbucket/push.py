@@ -5,11 +5,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .codecs import CODECS, Compressor
+from .codecs import CODECS, Codec
 from .errors import ArchiveConflict, IdentityMismatch, IntegrityError, StoreError, UsageError, WalFileError
 from .identity import ArchiveIdentity, decode_identity, encode_identity, identity_conflict
 from .keylayout import META_SHA256, TAG_KIND, KeyLayout, object_metadata, object_tags
@@ -17,7 +16,17 @@ from .store import ObjectInfo, Store
 from .walheader import LONG_HEADER_SIZE, HeaderError, WalHeader, parse_long_header, read_control_system_id
 from .walname import WalName, parse_wal_name
 
-__all__ = ["AlreadyArchived", "IdentityMemo", "PushOptions", "Uploaded", "load_identity", "push"]
+__all__ = [
+    "AlreadyArchived",
+    "IdentityMemo",
+    "Prepared",
+    "PushOptions",
+    "Uploaded",
+    "archive",
+    "load_identity",
+    "prepare",
+    "push",
+]
 
 log = logging.getLogger("walbucket")
 _MAX_TEXT_FILE = 1 << 20  # history and backup files are a few hundred bytes
@@ -56,30 +65,45 @@ def push(
     data_dir: Path | None = None,
     memo: IdentityMemo | None = None,
 ) -> Uploaded | AlreadyArchived:
-    """Archive one WAL file so PostgreSQL may recycle it.
+    """Archive one WAL file so PostgreSQL may recycle it: :func:`prepare` then :func:`archive`."""
+    return archive(prepare(path, options.codec, options.level), store, layout, options.conditional, data_dir, memo)
 
-    Identical bytes already in the archive are success: PostgreSQL re-archives after a crash.
-    Different bytes under the same name mean split brain or a shared prefix: refuse, so PostgreSQL keeps the file.
-    ``data_dir`` (archive_command's working directory) lets files without a page header be checked against the
-    cluster's pg_control. ``memo`` keeps the archive identity between calls of a long-running process.
-    """
+
+def prepare(path: Path, codec_name: str, level: int) -> Prepared:
+    """Check the name and read, hash and compress the file: all that push does before it talks to the store."""
     wal = parse_wal_name(path.name)
     if wal is None:
         raise UsageError(
             f"'{path.name}' is not the name of a WAL file PostgreSQL archives",
             hint="archive_command must pass %p: a segment, .partial, .history or .backup file",
         )
-    codec = CODECS[options.codec]
-    prepared = _prepare(path, wal, codec.compressor, options.level)
-    system_id, pg_version = _check_content(wal, prepared, store, layout, options, data_dir, memo)
-    body = prepared.body
+    return _prepare(path, wal, CODECS[codec_name], level)
+
+
+def archive(
+    prepared: Prepared,
+    store: Store,
+    layout: KeyLayout,
+    conditional: bool,
+    data_dir: Path | None = None,
+    memo: IdentityMemo | None = None,
+) -> Uploaded | AlreadyArchived:
+    """Store a prepared WAL file unless the archive already has it.
+
+    Identical bytes already in the archive are success: PostgreSQL re-archives after a crash.
+    Different bytes under the same name mean split brain or a shared prefix: refuse, so PostgreSQL keeps the file.
+    ``data_dir`` (archive_command's working directory) lets files without a page header be checked against the
+    cluster's pg_control. ``memo`` keeps the archive identity between calls of a long-running process.
+    """
+    wal = prepared.wal
+    system_id, pg_version = _check_content(wal, prepared, store, layout, conditional, data_dir, memo)
+    body, digest, size = prepared.body, prepared.sha256, prepared.size
     key = layout.key(wal)
-    metadata = object_metadata(prepared.sha256, prepared.size, codec.name, system_id)
+    metadata = object_metadata(digest, size, prepared.codec, system_id)
     tags = object_tags(wal, system_id, pg_version)
-    digest, size = prepared.sha256, prepared.size
-    if options.conditional:
+    if conditional:
         if store.create(key, body, metadata, tags):
-            return Uploaded(wal.name, key, size, len(body), codec.name, True)
+            return Uploaded(wal.name, key, size, len(body), prepared.codec, True)
         existing = store.head(key)
         if existing is None:  # created and deleted in between: only a person deleting objects does that
             raise StoreError(f"WAL file '{wal.name}' was refused as existing but is not in the archive")
@@ -91,7 +115,7 @@ def push(
         "'%s': endpoint ignores conditional writes; HEAD-then-PUT is not safe against a racing writer", wal.name
     )
     store.put(key, body, metadata, tags)
-    return Uploaded(wal.name, key, size, len(body), codec.name, False)
+    return Uploaded(wal.name, key, size, len(body), prepared.codec, False)
 
 
 class IdentityMemo:
@@ -117,21 +141,25 @@ def load_identity(store: Store, layout: KeyLayout, memo: IdentityMemo | None = N
 
 
 @dataclass(frozen=True, slots=True)
-class _Prepared:
+class Prepared:
+    """A WAL file read, hashed and compressed, not yet checked against the archive."""
+
+    wal: WalName
+    codec: str
     body: bytes  # compressed
     size: int
     sha256: str
     head: bytes  # the first LONG_HEADER_SIZE bytes, for the page header
 
 
-def _prepare(path: Path, wal: WalName, compressor: Callable[[int, int], Compressor], level: int) -> _Prepared:
+def _prepare(path: Path, wal: WalName, codec: Codec, level: int) -> Prepared:
     """Read, hash and compress the file in chunks: memory holds the compressed body and one chunk, not the file."""
     try:
         with path.open("rb") as f:
             size = os.fstat(f.fileno()).st_size
             if not wal.is_wal_data and size > _MAX_TEXT_FILE:
                 raise WalFileError(f"'{wal.name}' is larger than any {wal.kind.value} file PostgreSQL writes")
-            stream = compressor(level, size)
+            stream = codec.compressor(level, size)
             digest = hashlib.sha256()
             parts: list[bytes] = []
             head = b""
@@ -149,15 +177,15 @@ def _prepare(path: Path, wal: WalName, compressor: Callable[[int, int], Compress
             parts.append(stream.flush())
     except OSError as exc:
         raise WalFileError(f"cannot read WAL file '{path}': {exc.strerror}") from None
-    return _Prepared(b"".join(parts), total, digest.hexdigest(), head)
+    return Prepared(wal, codec.name, b"".join(parts), total, digest.hexdigest(), head)
 
 
 def _check_content(
     wal: WalName,
-    prepared: _Prepared,
+    prepared: Prepared,
     store: Store,
     layout: KeyLayout,
-    options: PushOptions,
+    conditional: bool,
     data_dir: Path | None,
     memo: IdentityMemo | None,
 ) -> tuple[int | None, int | None]:
@@ -175,7 +203,7 @@ def _check_content(
             return identity.system_id, identity.pg_version
         return local, None
     header = _header(wal, prepared.head, prepared.size)
-    _ensure_identity(wal, header, store, layout, options.conditional, memo)
+    _ensure_identity(wal, header, store, layout, conditional, memo)
     return header.system_id, header.pg_version
 
 

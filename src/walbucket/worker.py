@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -47,13 +48,19 @@ def acquire_lock(spool: Spool) -> int | None:
 
 
 class Worker:
-    def __init__(self, settings: Settings, data_dir: Path, spool: Spool, store: Store, options: PushOptions) -> None:
+    def __init__(
+        self, settings: Settings, data_dir: Path, spool: Spool, store: Store, options: Callable[[], PushOptions]
+    ) -> None:
         self.settings = settings
         self.data_dir = data_dir
         self.spool = spool
         self.store = store
         self.layout = KeyLayout(settings.prefix)
-        self.options = options
+        # Decided on the first push, not at start: a probe that fails (an outage, read-only credentials for a
+        # restore) must reach the command as that push's error, not keep the worker from serving at all.
+        self._make_options = options
+        self._options: PushOptions | None = None
+        self._options_lock = threading.Lock()
         self.memo = IdentityMemo()
         self.pool = ThreadPoolExecutor(settings.async_workers, thread_name_prefix="transfer")
         self._lock = threading.Lock()
@@ -65,8 +72,7 @@ class Worker:
     # serving --------------------------------------------------------------------------------------------------
 
     def serve(self) -> None:
-        for leftover in self.spool.restore_dir.iterdir():
-            leftover.unlink(missing_ok=True)  # prefetching is cheap to redo; never trust a file from a dead worker
+        self._clear_prefetched()  # prefetching is cheap to redo; never trust a file from a dead worker
         self.spool.socket_path.unlink(missing_ok=True)  # ours to replace: we hold the lock
         name, fd = unix_path(self.spool.socket_path)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -93,7 +99,14 @@ class Worker:
             self.spool.socket_path.unlink(missing_ok=True)
             listener.close()
             self.pool.shutdown(wait=True)
+            # Nothing verifies a prefetched file again when the command hands it over, so none outlives the worker
+            # that verified it: the data directory may be replaced by another cluster's before the next recovery.
+            self._clear_prefetched()
         log.info("worker %d idle for %gs: exiting", os.getpid(), self.settings.async_idle_exit)
+
+    def _clear_prefetched(self) -> None:
+        for leftover in self.spool.restore_dir.iterdir():
+            leftover.unlink(missing_ok=True)
 
     def _idle(self) -> bool:
         with self._lock:
@@ -166,7 +179,7 @@ class Worker:
         started = time.monotonic()
         try:
             stamp = stamp_of(path)
-            outcome = push(path, self.store, self.layout, self.options, self.data_dir, self.memo)
+            outcome = push(path, self.store, self.layout, self._push_options(), self.data_dir, self.memo)
             if stamp_of(path) == stamp:  # acknowledge only the very file that was stored
                 self.spool.write_ack(name, stamp, "archived" if isinstance(outcome, Uploaded) else "duplicate")
         except Exception as exc:
@@ -177,6 +190,12 @@ class Worker:
         log.info("push %s: %s in %.3fs", name, type(outcome).__name__, time.monotonic() - started)
         return outcome
 
+    def _push_options(self) -> PushOptions:
+        with self._options_lock:
+            if self._options is None:
+                self._options = self._make_options()
+            return self._options
+
     def _look_ahead(self, requested: Path) -> None:
         """Queue the files PostgreSQL has marked ready, oldest first, within the look-ahead and byte limits."""
         status_dir = requested.parent / "archive_status"
@@ -185,11 +204,9 @@ class Worker:
         except OSError:
             return
         ready.sort(key=lambda n: (not n.endswith(".history"), n))  # history files first, as PostgreSQL does
-        with self._lock:
-            queued = sum(size for _f, size in self._pushes.values())
         scheduled = 0
         for name in ready:
-            if scheduled >= self.settings.async_lookahead or queued >= self.settings.async_queue_bytes:
+            if scheduled >= self.settings.async_lookahead or self._queued_bytes() >= self.settings.async_queue_bytes:
                 break
             if name == requested.name or parse_wal_name(name) is None:
                 continue
@@ -201,7 +218,10 @@ class Worker:
                     continue
             self._submit_push(name, path, lookahead=True)
             scheduled += 1
-            queued += path.stat().st_size if path.exists() else 0
+
+    def _queued_bytes(self) -> int:
+        with self._lock:
+            return sum(size for _future, size in self._pushes.values())
 
     # restoring ------------------------------------------------------------------------------------------------
 

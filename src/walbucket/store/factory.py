@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..settings import Settings
 from .protocol import Store
 
-__all__ = ["open_store"]
+__all__ = ["credential_source", "open_store"]
 
 
 def open_store(settings: Settings) -> Store:
@@ -46,3 +46,20 @@ def open_store(settings: Settings) -> Store:
         multipart_threshold=settings.multipart_threshold,
         multipart_chunk_size=settings.multipart_chunk_size,
     )
+
+
+def credential_source(settings: Settings) -> str | None:
+    """Name where boto3's chain finds credentials for these settings ('env', 'shared-credentials-file', ...).
+
+    None when it finds none; ConfigError when the profile does not exist. No request is made.
+    """
+    import boto3
+    from botocore.exceptions import BotoCoreError
+
+    from ..errors import ConfigError
+
+    try:
+        credentials = boto3.session.Session(profile_name=settings.profile).get_credentials()
+    except BotoCoreError as exc:
+        raise ConfigError(f"cannot load AWS credentials: {exc}") from None
+    return None if credentials is None else str(credentials.method)

@@ -60,3 +60,8 @@ class MemoryStore:
         self.requests.append(("list", prefix))
         for key in sorted(k for k in self.objects if k.startswith(prefix)):
             yield ObjectInfo(key, len(self.objects[key].body))
+
+    def list_prefixes(self, prefix: str) -> Iterator[str]:
+        self.requests.append(("list_prefixes", prefix))
+        rests = (k[len(prefix) :] for k in list(self.objects) if k.startswith(prefix))
+        yield from sorted({prefix + rest.split("/", 1)[0] + "/" for rest in rests if "/" in rest})

@@ -56,3 +56,11 @@ class Store(Protocol):
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Yield every object whose key starts with ``prefix``, in key order (metadata is not filled in)."""
         ...
+
+    def list_prefixes(self, prefix: str) -> Iterator[str]:
+        """Yield each distinct ``prefix + name + '/'`` that starts a key, ``name`` holding no '/', in key order.
+
+        One level of "directories" below ``prefix`` (S3's CommonPrefixes for Delimiter='/'), so that callers can
+        list a large prefix in parallel, one sub-prefix per request stream. Keys without a further '/' are skipped.
+        """
+        ...

@@ -207,6 +207,21 @@ class S3Store:
                 return
             token = page["NextContinuationToken"]
 
+    def list_prefixes(self, prefix: str) -> Iterator[str]:
+        token: str | None = None
+        while True:
+            extra = {"ContinuationToken": token} if token else {}
+
+            def page_request(extra: dict[str, str] = extra) -> dict[str, Any]:
+                return dict(self._client.list_objects_v2(Bucket=self._bucket, Prefix=prefix, Delimiter="/", **extra))
+
+            page = self._call(prefix, page_request)
+            for item in page.get("CommonPrefixes", []):
+                yield str(item["Prefix"])
+            if not page.get("IsTruncated"):
+                return
+            token = page["NextContinuationToken"]
+
     def create(self, key: str, body: bytes, metadata: Mapping[str, str], tags: Mapping[str, str]) -> bool:
         return self._write(key, body, metadata, tags, conditional=True)
 

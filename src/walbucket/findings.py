@@ -1,0 +1,260 @@
+"""What can be wrong with an archive, found from its Catalog, history files, metadata and tags. Pure.
+
+Every problem is a Finding whose code, severity and hint come from the table FINDINGS (docs/inspect.md explains
+each). ``error`` findings make ``walbucket verify`` exit 11; ``warning`` findings are reported only.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+from .codecs import CODECS
+from .identity import ArchiveIdentity
+from .inspect import MAX_NAMED, Catalog, Finding, Histories, HistoryEntry, Severity, format_lsn, missing_runs
+from .inspect import segment_name as _name
+from .keylayout import (
+    META_CODEC,
+    META_SHA256,
+    META_SIZE,
+    META_SYSTEM_ID,
+    TAG_KIND,
+    TAG_PG_VERSION,
+    TAG_SYSTEM_ID,
+    TAG_TIMELINE,
+)
+from .walname import WalName
+
+__all__ = ["FINDINGS", "finding", "group_problems", "object_problems", "structural_findings"]
+
+_BACKFILL = "walbucket backfill <pg_wal directory>"
+FINDINGS: dict[str, tuple[Severity, str]] = {
+    "missing-identity": ("error", "the next segment pushed, from whatever cluster, becomes the archive's identity: "
+                         "make sure only this cluster archives here, then push any of its segments"),
+    "unreadable-identity": ("error", "inspect identity.json (docs/key-layout.md#identityjson); push and get fail "
+                            "until it is a valid identity document"),
+    "missing-history": ("error", f"recovery cannot follow the timeline without it: push pg_wal/<T>.history from the "
+                        f"server that was promoted to it ({_BACKFILL} on that server)"),
+    "unreadable-history": ("error", "recovery cannot follow the timeline with this file: push the intact file "
+                           "from the promoted server's pg_wal after removing the damaged object"),
+    "broken-history-chain": ("error", f"push the parent timeline's history file from the pg_wal of the server "
+                             f"that created it ({_BACKFILL})"),
+    "inconsistent-history": ("error", "two history files disagree about the ancestry: two clusters may share "
+                             "this prefix; compare them with the files in each server's pg_wal"),
+    "gap": ("error", f"recovery stops at the first missing segment: if a server of that timeline still has them, "
+            f"{_BACKFILL} there; otherwise take a new base backup, which needs only WAL after it"),
+    "timeline-end-gap": ("error", f"the old primary had not archived them before the failover: run {_BACKFILL} "
+                         f"with the old primary's pg_wal (or the promoted standby's, which received them by "
+                         f"streaming) before they are recycled"),
+    "timeline-start-gap": ("error", f"run {_BACKFILL} with the pg_wal of the server promoted to that timeline"),
+    "timeline-continues": ("warning", "normal when a point-in-time recovery promoted a copy; after a failover it "
+                           "means the old primary wrote or archived WAL past the switch point (replication lag, "
+                           "or it kept running): make sure it is stopped"),
+    "orphan-partial": ("error", f"the promoted server archived the .partial but not its new timeline's history "
+                       f"file: {_BACKFILL} with its pg_wal; if that promotion was abandoned, this is harmless"),
+    "partial-off-switch-point": ("warning", "the .partial does not hold the switch point of any successor "
+                                 "timeline: check the history files"),
+    "bad-metadata": ("error", "get refuses these objects (exit 210): they were not written by walbucket push or "
+                     "were copied by a tool that drops user metadata; copy them back with their metadata"),
+    "bad-tags": ("warning", "lifecycle rules and inspection filter on tags: set them again as "
+                 "docs/key-layout.md#tags describes (aws s3api put-object-tagging)"),
+    "identity-mismatch": ("error", "these objects belong to another cluster: two clusters share this prefix or "
+                          "objects were copied here; find the other writer and give each cluster its own prefix"),
+    "damaged-object": ("error", "get refuses it and recovery stops there: remove the object and push the file "
+                       f"again ({_BACKFILL}) from a pg_wal that still has it, or take a new base backup after it"),
+    "vanished": ("warning", "the object was listed but was gone when read: a lifecycle rule or a person deleted it"),
+    "foreign-object": ("warning", "walbucket did not write these keys and ignores them"),
+}  # fmt: skip
+
+
+def finding(code: str, message: str, objects: Iterable[str] = (), count: int | None = None) -> Finding:
+    """Build a Finding of a code in FINDINGS, which supplies its severity and hint."""
+    severity, hint = FINDINGS[code]
+    named = tuple(objects)
+    return Finding(code, severity, message, named[:MAX_NAMED], len(named) if count is None else count, hint)
+
+
+def structural_findings(
+    cat: Catalog, identity: ArchiveIdentity | None, identity_error: str | None, histories: Histories
+) -> list[Finding]:
+    """Find what the listing and the history files show: identity, timeline chain, gaps, orphan partials."""
+    parsed = {tl: entries for tl, entries in histories.items() if isinstance(entries, tuple)}
+    children: dict[int, list[tuple[int, int]]] = defaultdict(list)  # parent -> [(child, switch LSN)]
+    for tl, entries in sorted(parsed.items()):
+        children[entries[-1].timeline].append((tl, entries[-1].switch_lsn))
+    found: list[Finding] = []
+    if identity_error is not None:
+        found.append(
+            finding("unreadable-identity", f"identity.json is unreadable: {identity_error}", ["identity.json"])
+        )
+    elif identity is None and len(cat):
+        found.append(finding("missing-identity", f"the archive holds {len(cat)} WAL objects but no identity.json"))
+    found += _history_findings(cat, histories, parsed)
+    found += _gap_findings(cat, parsed, children)
+    found += _partial_findings(cat, children)
+    if cat.foreign:
+        found.append(finding("foreign-object", f"{len(cat.foreign)} keys are not WAL objects of walbucket's layout",
+                             cat.foreign))  # fmt: skip
+    return found
+
+
+def _ancestry(timeline: int, parsed: Mapping[int, tuple[HistoryEntry, ...]]) -> list[tuple[int, int]] | None:
+    if timeline == 1:
+        return []
+    entries = parsed.get(timeline)
+    return None if entries is None else [(e.timeline, e.switch_lsn) for e in entries]
+
+
+def _history_findings(
+    cat: Catalog, histories: Histories, parsed: Mapping[int, tuple[HistoryEntry, ...]]
+) -> list[Finding]:
+    found: list[Finding] = []
+    holders = set(cat.segments) | {wal.timeline for wal, _ in (*cat.partials, *cat.backups)}
+    for tl in sorted(holders):
+        if tl > 1 and tl not in cat.histories:
+            segments = len(cat.segments.get(tl, ()))
+            found.append(finding("missing-history", f"timeline {tl} has {segments} segments in the archive but no "
+                                 f"history file {tl:08X}.history", [f"{tl:08X}.history"]))  # fmt: skip
+    for tl, entries in sorted(histories.items()):
+        name = f"{tl:08X}.history"
+        if isinstance(entries, str):
+            found.append(finding("unreadable-history", f"history file '{name}' is unusable: {entries}", [name]))
+            continue
+        parent, switch = entries[-1].timeline, entries[-1].switch_lsn
+        parent_name = f"{parent:08X}.history"
+        if parent >= tl:
+            found.append(finding("inconsistent-history", f"'{name}' names timeline {parent} as the parent of timeline "
+                                 f"{tl}; a parent is always older", [name]))  # fmt: skip
+        elif parent > 1 and parent not in cat.histories:
+            found.append(finding("broken-history-chain", f"'{name}' says timeline {tl} branched off timeline "
+                                 f"{parent} at {format_lsn(switch)}, but '{parent_name}' is not in the archive",
+                                 [parent_name]))  # fmt: skip
+        else:
+            ancestry = _ancestry(parent, parsed)
+            if ancestry is not None and [(e.timeline, e.switch_lsn) for e in entries[:-1]] != ancestry:
+                found.append(finding("inconsistent-history", f"'{name}' and '{parent_name}' disagree about the "
+                                     f"timelines before timeline {parent}", [name, parent_name]))  # fmt: skip
+    return found
+
+
+def _gap_findings(
+    cat: Catalog, parsed: Mapping[int, tuple[HistoryEntry, ...]], children: Mapping[int, list[tuple[int, int]]]
+) -> list[Finding]:
+    seg_size = cat.seg_size
+    if not cat.segments:
+        return []
+    oldest = min(entries[0][0] for entries in cat.segments.values())  # older WAL was never kept or has expired
+    found: list[Finding] = []
+    for tl, entries in cat.segments.items():
+        numbers = [n for n, _ in entries]
+        first, last = numbers[0], numbers[-1]
+        begin = parsed[tl][-1].switch_lsn // seg_size if tl in parsed else None
+        low = first if begin is None else min(first, max(begin, oldest))
+        kids = sorted(children.get(tl, []), key=lambda kid: kid[1])
+        needed = kids[-1][1] // seg_size - 1 if kids else None  # the last segment a successor reads from here
+        high = last if needed is None else max(last, needed)
+        for a, b in missing_runs(numbers, low, high):
+            names = [_name(tl, n, seg_size) for n in range(a, min(b, a + MAX_NAMED - 1) + 1)]
+            span = f"{names[0]}" if a == b else f"{names[0]}..{_name(tl, b, seg_size)}"
+            count = f"{span} ({b - a + 1} segment{'s' if b > a else ''})"
+            if needed is not None and b == needed and a > last:
+                child, switch = kids[-1]
+                message = (f"timeline {tl} ends at {_name(tl, last, seg_size)} in the archive, but timeline {child} "
+                           f"branched off it at {format_lsn(switch)}: missing {count}")  # fmt: skip
+                found.append(finding("timeline-end-gap", message, names, b - a + 1))
+            elif begin is not None and a == begin and b < first:
+                parent = parsed[tl][-1].timeline
+                message = (
+                    f"timeline {tl} branched off timeline {parent} at {format_lsn(parsed[tl][-1].switch_lsn)} "
+                    f"but starts at {_name(tl, first, seg_size)} in the archive: missing {count}"
+                )
+                found.append(finding("timeline-start-gap", message, names, b - a + 1))
+            else:
+                where = [f"after {_name(tl, a - 1, seg_size)}"] if a > low else []
+                where += [f"before {_name(tl, b + 1, seg_size)}"] if b < high else []
+                found.append(finding("gap", f"timeline {tl} lacks {count} {' and '.join(where)}".rstrip(),
+                                     names, b - a + 1))  # fmt: skip
+        for child, switch in kids:
+            after = [n for n in numbers if n > switch // seg_size]
+            if after:
+                message = (
+                    f"timeline {tl} has {len(after)} segments after the segment where timeline {child} "
+                    f"branched off at {format_lsn(switch)}, up to {_name(tl, last, seg_size)}"
+                )
+                found.append(finding("timeline-continues", message, [_name(tl, n, seg_size) for n in after]))
+    return found
+
+
+def _partial_findings(cat: Catalog, children: Mapping[int, list[tuple[int, int]]]) -> list[Finding]:
+    found: list[Finding] = []
+    for wal, _info in sorted(cat.partials, key=lambda pair: pair[0].name):
+        assert wal.segment is not None
+        kids = children.get(wal.timeline, [])
+        if not kids:
+            found.append(finding("orphan-partial", f"'{wal.name}' was archived when a server was promoted from "
+                                 f"timeline {wal.timeline}, but no history file names timeline {wal.timeline} as "
+                                 f"a parent", [wal.name]))  # fmt: skip
+        elif all(switch // cat.seg_size != wal.segment.number(cat.seg_size) for _, switch in kids):
+            switches = ", ".join(f"timeline {child} at {format_lsn(switch)}" for child, switch in kids)
+            found.append(finding("partial-off-switch-point", f"'{wal.name}' does not hold the switch point of a "
+                                 f"successor of timeline {wal.timeline} ({switches})", [wal.name]))  # fmt: skip
+    return found
+
+
+def object_problems(
+    wal: WalName,
+    metadata: Mapping[str, str] | None,
+    tags: Mapping[str, str] | None,
+    identity: ArchiveIdentity | None,
+    seg_size: int,
+) -> list[tuple[str, str]]:
+    """Compare one object's metadata and tags with its name and the archive identity: [(code, detail)].
+
+    ``metadata`` None means the object was gone when read; ``tags`` None means they were not read.
+    """
+    if metadata is None:
+        return [("vanished", "listed but gone when read")]
+    problems: list[tuple[str, str]] = []
+    codec, size = metadata.get(META_CODEC), metadata.get(META_SIZE, "")
+    if codec is None or META_SHA256 not in metadata or not size.isdigit():
+        problems.append(("bad-metadata", "lack walbucket's metadata (walbucket-codec, -sha256, -size)"))
+    elif codec not in CODECS:
+        problems.append(("bad-metadata", f"metadata walbucket-codec is '{codec}', which walbucket does not know"))
+    elif wal.is_wal_data and int(size) != seg_size:
+        problems.append(("bad-metadata", f"metadata walbucket-size is {size}, not the segment size {seg_size}"))
+    system_id = metadata.get(META_SYSTEM_ID)
+    if identity is not None and system_id is not None and system_id != str(identity.system_id):
+        problems.append(("identity-mismatch", f"metadata walbucket-system-id is {system_id}, not the archive's "
+                         f"{identity.system_id}"))  # fmt: skip
+    if tags is not None:
+        problems += _tag_problems(wal, tags, identity)
+    return problems
+
+
+def _tag_problems(wal: WalName, tags: Mapping[str, str], identity: ArchiveIdentity | None) -> list[tuple[str, str]]:
+    expected: list[tuple[str, str, str]] = [
+        ("bad-tags", TAG_KIND, wal.kind.value),
+        ("bad-tags", TAG_TIMELINE, str(wal.timeline)),
+    ]
+    if identity is not None:
+        expected += [("identity-mismatch", TAG_SYSTEM_ID, str(identity.system_id))]
+        expected += [("identity-mismatch", TAG_PG_VERSION, str(identity.pg_version))]
+    problems: list[tuple[str, str]] = []
+    for code, tag, value in expected:
+        actual = tags.get(tag)
+        if actual is None and code == "bad-tags":
+            problems.append((code, f"tag {tag} is missing (expected '{value}')"))
+        elif actual is not None and actual != value:
+            problems.append((code, f"tag {tag} is '{actual}', expected '{value}'"))
+    return problems
+
+
+def group_problems(problems: Iterable[tuple[str, str, str]]) -> list[Finding]:
+    """Turn (object name, code, detail) triples into one Finding per (code, detail), naming its objects."""
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for name, code, detail in problems:
+        groups[(code, detail)].append(name)
+    return [
+        finding(code, f"{len(names)} object{'s' if len(names) != 1 else ''}: {detail}", sorted(names))
+        for (code, detail), names in sorted(groups.items())
+    ]

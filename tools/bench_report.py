@@ -1,0 +1,281 @@
+"""The benchmark's table and its targets, from the results dictionary tools/bench.py builds (and writes as JSON)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["render", "targets"]
+
+_LATENCY_ROWS = [
+    ("push, cold process (sync)", "wb.sync.push", "pgbr.sync.push"),
+    ("get, cold process (sync)", "wb.sync.get", "pgbr.sync.get"),
+    ("get of a missing file, cold (sync)", "wb.sync.missing", "pgbr.sync.missing"),
+    ("async push, starting the worker/daemon", "wb.async.push_start", "pgbr.async.push_start"),
+    ("async push through the running worker", "wb.async.push_worker", None),
+    ("async push answered from the spool", "wb.async.push_spool", "pgbr.async.push_spool"),
+    ("async get, starting the daemon", None, "pgbr.async.get_start"),
+    ("async get through the running worker", "wb.async.get_worker", None),
+    ("async get answered from the spool", "wb.async.get_spool", "pgbr.async.get_spool"),
+    ("async get of a missing file", "wb.async.missing", "pgbr.async.missing"),
+]
+_MODE_ORDER = ["wb-sync", "wb-async", "pgbr-async"]
+
+
+def _get(doc: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(doc, dict) or key not in doc:
+            return None
+        doc = doc[key]
+    return doc
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _lat_cell(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return ""
+    if "error" in entry:
+        return "error"
+    return f"{entry['median_ms']:.0f} ms [{entry['cpu_median_ms']:.0f} cpu, {entry['max_rss_mib']:.0f} MiB]"
+
+
+def _combined_cpu(mode: dict[str, Any]) -> tuple[float | None, float | None, float | None]:
+    """Archive CPU per segment over the live and drain phases: (tool total, commands, worker or daemons) in ms."""
+    phases = [_get(mode, p, "cpu") for p in ("live", "drain")]
+    if any(p is None for p in phases):
+        return None, None, None
+    segments = sum(p["segments"] for p in phases) or 1
+    commands = sum(p["command_cpu_s"] for p in phases)
+    background = sum(p["worker_cpu_s"] + p["daemon_cpu_s"] for p in phases)
+    return 1000 * (commands + background) / segments, 1000 * commands / segments, 1000 * background / segments
+
+
+def _peak(mode: dict[str, Any], key: str) -> float | None:
+    values = [_get(mode, p, "cpu", key) for p in ("live", "drain", "pitr")]
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _throughput_rows(modes: dict[str, Any]) -> list[tuple[str, Callable[[dict[str, Any]], Any]]]:
+    def cpu(i: int) -> Callable[[dict[str, Any]], Any]:
+        return lambda m: _fmt(_combined_cpu(m)[i])
+
+    def moto(m: dict[str, Any]) -> str:
+        phases = [_get(m, p, "cpu") for p in ("live", "drain")]
+        if any(p is None for p in phases):
+            return "-"
+        return _fmt(1000 * sum(p["moto_cpu_s"] for p in phases) / (sum(p["segments"] for p in phases) or 1))
+
+    return [
+        (
+            "live: WAL written, MiB in s",
+            lambda m: f"{_fmt(_get(m, 'live', 'wal_mib'), 0)} in {_fmt(_get(m, 'live', 'load_s'))}",
+        ),
+        ("live: segments archived", lambda m: _fmt(_get(m, "live", "segments_archived"))),
+        ("live: archive rate, segments/s", lambda m: _fmt(_get(m, "live", "archive_rate_seg_s"))),
+        ("live: last segment archived after load end, s", lambda m: _fmt(_get(m, "live", "lag_s"), 2)),
+        ("live: largest backlog, .ready files", lambda m: _fmt(_get(m, "live", "max_backlog"))),
+        ("drain: backlog, segments", lambda m: _fmt(_get(m, "drain", "segments"))),
+        ("drain: time, s", lambda m: _fmt(_get(m, "drain", "drain_s"), 2)),
+        ("drain: rate, segments/s", lambda m: _fmt(_get(m, "drain", "rate_seg_s"))),
+        ("PITR: segments restored and replayed", lambda m: _fmt(_get(m, "pitr", "segments"))),
+        ("PITR: time to promotion, s", lambda m: _fmt(_get(m, "pitr", "recovery_s"))),
+        ("PITR: rate, segments/s", lambda m: _fmt(_get(m, "pitr", "rate_seg_s"))),
+        ("archive CPU per segment, ms", cpu(0)),
+        ("  in the commands", cpu(1)),
+        ("  in the worker / async daemons", cpu(2)),
+        ("restore CPU per segment, ms", lambda m: _fmt(_get(m, "pitr", "cpu", "tool_cpu_per_segment_ms"))),
+        ("moto CPU per archived segment, ms", moto),
+        ("peak RSS of a command, MiB", lambda m: _fmt(_peak(m, "command_max_rss_mib"))),
+        ("peak RSS of the worker, MiB", lambda m: _fmt(_peak(m, "worker_peak_rss_mib"))),
+        ("peak RSS of an async daemon, MiB", lambda m: _fmt(_peak(m, "daemon_max_rss_mib"))),
+        ("failed archive commands", lambda m: _fmt(_get(m, "live", "failed") or 0)),
+    ]
+
+
+def _series(samples: list[int]) -> str:
+    """Compress runs: '0 0 0 5 5' -> '0x3 5x2'."""
+    out: list[str] = []
+    i = 0
+    while i < len(samples):
+        j = i
+        while j < len(samples) and samples[j] == samples[i]:
+            j += 1
+        out.append(f"{samples[i]}x{j - i}" if j - i > 2 else " ".join([str(samples[i])] * (j - i)))
+        i = j
+    return " ".join(out)
+
+
+def _machine(results: dict[str, Any]) -> list[str]:
+    m = results["machine"]
+    load_end = m.get("load_average_at_end", ["?"])
+    return [
+        f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, Python {m['python']}",
+        f"         {m['postgresql']}; walbucket {m['walbucket']}, boto3 {m['boto3']}, botocore {m['botocore']}, "
+        f"moto {m['moto']}, zstandard {m['zstandard']}",
+        f"         {m['pgbackrest']}, {m['stunnel']}; load average (1 min) {m['load_average_at_start'][0]} at start, "
+        f"{load_end[0]} at end",
+    ]
+
+
+def _startup(results: dict[str, Any]) -> list[str]:
+    lines = []
+    st = results.get("startup") or {}
+    if st:
+        cells = [
+            ("python -c pass", "python_startup"),
+            ("minimal client (-I -S, os+socket+json)", "minimal_client_floor"),
+            ("async fast path (walbucket.cli + async_client)", "async_fast_path"),
+            ("sync path (+ boto3 and an S3 client)", "sync_path_boto3_client"),
+        ]
+        lines += ["", "Start-up of a fresh process (median wall ms / CPU ms)"]
+        lines += [f"  {label:48}{st[k]['wall_ms']:>8.0f} / {st[k]['cpu_ms']:.0f}" for label, k in cells if k in st]
+        top = st.get("importtime_top", [])
+        if top:
+            lines.append(
+                "  import self-times (min of runs): "
+                + ", ".join(f"{t['module']} {t['self_ms']}" for t in top[:8])
+                + " ms"
+            )
+    codecs = results.get("codecs") or {}
+    if codecs:
+        parts = [f"sha256 {codecs['sha256_ms']}"]
+        for k, v in codecs.items():
+            if isinstance(v, dict):
+                parts.append(f"{k} {v['compress_ms']} (x{v['ratio']}, decompress {v['decompress_ms']})")
+        lines += ["", f"Codecs on real WAL, CPU ms per 16 MiB segment: {'; '.join(parts)}"]
+    return lines
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = [f"walbucket benchmark, {results['started']} (took {results.get('elapsed_s', '?')} s)"]
+    lines += _machine(results)
+    s = results["settings"]
+    lines.append(
+        f"load: pgbench -i -s {s['scale']} per phase; walbucket zstd level 3; pgBackRest compress-type=zst "
+        f"level 3, archive-async=y, process-max=4 (TLS through stunnel); pgBackRest {s['pgbackrest']}"
+    )
+    lines += _startup(results)
+    latency = results.get("latency") or {}
+    if latency:
+        lines += ["", f"Latency: median wall time of {s['runs']} runs [median CPU ms, max RSS]", ""]
+        lines.append(f"  {'':44}{'walbucket':34}{'pgBackRest'}")
+        for label, wb, pgbr in _LATENCY_ROWS:
+            lines.append(
+                f"  {label:44}{_lat_cell(latency.get(wb) if wb else None):34}"
+                f"{_lat_cell(latency.get(pgbr) if pgbr else None)}"
+            )
+    modes = [results["modes"][name] for name in _MODE_ORDER if name in results.get("modes", {})]
+    if modes:
+        lines += ["", "Throughput, CPU and memory (same load per mode; one run)", ""]
+        lines.append(f"  {'':48}" + "".join(f"{m['title']:>18}" for m in modes))
+        for label, cell in _throughput_rows(results["modes"]):
+            values = ["error" if "error" in m else cell(m) for m in modes]
+            lines.append(f"  {label:48}" + "".join(f"{v:>18}" for v in values))
+        lines += ["", "Backlog of .ready files, sampled each second (NxK: N for K seconds)"]
+        for m in modes:
+            for phase in ("live", "drain"):
+                samples = _get(m, phase, "backlog")
+                if samples:
+                    lines.append(f"  {m['title']:17} {phase:6} {_series(samples)}")
+        errors = [f"  {m['title']}: {m['error']}" for m in modes if "error" in m]
+        if errors:
+            lines += ["", "Errors", *errors]
+    lines += ["", "Targets (walbucket async; figures measured in this run)"]
+    for t in results.get("targets", []):
+        lines.append(f"  {t['status']:5} {t['target']}: {t['detail']}")
+    if results.get("failure"):
+        lines += ["", f"HARNESS FAILURE: {results['failure']}"]
+    return "\n".join(lines) + "\n"
+
+
+# -- targets -------------------------------------------------------------------------------------------------------
+
+
+def _status(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "MISS")
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, str]]:
+    modes = results.get("modes", {})
+    wb = modes.get("wb-async", {})
+    pgbr = modes.get("pgbr-async", {})
+    latency = results.get("latency", {})
+    out: list[dict[str, str]] = []
+
+    def add(target: str, ok: bool | None, detail: str) -> None:
+        out.append({"target": target, "status": _status(ok), "detail": detail})
+
+    drain, pgbr_drain = _get(wb, "drain", "rate_seg_s"), _get(pgbr, "drain", "rate_seg_s")
+    if pgbr_drain is not None:
+        need = 1.5 * pgbr_drain
+        add(
+            "backlog drain >= 1.5x pgBackRest async",
+            None if drain is None else drain >= need,
+            f"{_fmt(drain)} vs 1.5 x {pgbr_drain:.1f} = {need:.1f} segments/s",
+        )
+    else:
+        add(
+            "backlog drain >= 28 segments/s (pgBackRest absent)",
+            None if drain is None else drain >= 28,
+            f"{_fmt(drain)} segments/s",
+        )
+    lag = _get(wb, "live", "lag_s")
+    add(
+        "live load: last segment archived within 1 s of the load's end",
+        None if lag is None else lag <= 1.0,
+        f"{_fmt(lag, 2)} s",
+    )
+    for op, keys in (
+        ("push", ("wb.async.push_worker", "wb.async.push_spool")),
+        ("get", ("wb.async.get_worker", "wb.async.get_spool")),
+    ):
+        values = [_get(latency, k, "median_ms") for k in keys]
+        ok = None if any(v is None for v in values) else max(values) <= 100
+        add(
+            f"one {op} through the worker / from the spool <= 100 ms",
+            ok,
+            f"{_fmt(values[0], 0)} ms through the worker, {_fmt(values[1], 0)} ms from the spool",
+        )
+    missing = _get(latency, "wb.async.missing", "median_ms")
+    add(
+        "not-available answer <= 30 ms with a worker running",
+        None if missing is None else missing <= 30,
+        f"{_fmt(missing, 0)} ms",
+    )
+    pitr, pgbr_pitr = _get(wb, "pitr", "rate_seg_s"), _get(pgbr, "pitr", "rate_seg_s")
+    pitr_cpu = _get(wb, "pitr", "cpu", "tool_cpu_per_segment_ms")
+    ok = None if pitr is None or pitr_cpu is None else pitr_cpu <= 50 and (pgbr_pitr is None or pitr >= pgbr_pitr)
+    add(
+        "PITR replay >= pgBackRest's rate with <= 50 ms walbucket CPU per segment",
+        ok,
+        f"{_fmt(pitr)} vs {_fmt(pgbr_pitr)} segments/s; {_fmt(pitr_cpu)} ms CPU per segment",
+    )
+    cpu = _combined_cpu(wb)[0] if wb and "error" not in wb else None
+    add(
+        "CPU per archived segment <= 60 ms with zstd",
+        None if cpu is None else cpu <= 60,
+        f"{_fmt(cpu)} ms (live load and drain together)",
+    )
+    peaks = [
+        _peak(m, k)
+        for m in (wb, modes.get("wb-sync", {}))
+        for k in ("command_max_rss_mib", "worker_peak_rss_mib")
+        if m and "error" not in m
+    ]
+    peaks += [v.get("max_rss_mib") for k, v in latency.items() if k.startswith("wb.") and "max_rss_mib" in v]
+    present = [p for p in peaks if p is not None]
+    peak = max(present) if present else None
+    add(
+        "peak memory of any walbucket process <= 100 MiB",
+        None if peak is None else peak <= 100,
+        f"{_fmt(peak)} MiB (largest of every command and worker measured)",
+    )
+    return out
