@@ -120,7 +120,9 @@ def test_a_refused_write_fails_and_skips_what_needs_the_probe_but_not_the_rest(t
     write = items["write with tags (s3:PutObject)"]
     assert (write.status, write.detail, write.hint) == ("FAIL", f"access denied (AccessDenied) on '{PROBE}'",
                                                         "check the policy")  # fmt: skip
-    assert items["read (s3:GetObject)"].status == "SKIP"
+    assert {items[name].status for name in ("read (s3:GetObject)", "head (s3:GetObject)", "list (s3:ListBucket)",
+                                            "read tags (s3:GetObjectTagging)")} == {"SKIP"}  # fmt: skip
+    assert len(report.items) == 12
     assert items["conditional writes"].status == "FAIL"
     assert items["archive identity"].status == "OK" and items["local cluster"].status == "OK"
     assert [item.name for item in report.failed] == ["write with tags (s3:PutObject)", "conditional writes"]
@@ -187,3 +189,12 @@ def test_a_failing_wal_switch_is_a_failure(tmp_path: Path) -> None:
     assert (item.status, item.detail) == (
         "FAIL", 'cannot force a WAL switch: psql: error: connection to server on socket "/x" failed'
     )  # fmt: skip
+
+
+def test_conditional_writes_honoured_but_switched_off_is_a_warning(tmp_path: Path) -> None:
+    report = run(with_identity(MemoryStore()), data_dir(tmp_path), mode="off")
+    [item] = [item for item in report.items if item.name == "conditional writes"]
+    assert (item.status, item.hint) == (
+        "WARN", 'set conditional_writes = "required" (or "auto") so that pushes never overwrite'
+    )  # fmt: skip
+    assert report.failed == ()

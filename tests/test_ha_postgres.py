@@ -267,7 +267,6 @@ def _run_story(lab: PgLab, archive: Archive) -> Story:
     twin.wait_replayed(primary.current_lsn())
     primary.wait_archived(primary.switch_wal())
     gets["full on"] = _walbucket_get(lab, full, primary.data_dir, {"WALBUCKET_RESTORE_PARTIAL": "on"})
-    gets["history absent"] = _walbucket_get(lab, "00000010.history", primary.data_dir)
 
     history_before_twin = archive.head("00000002.history")
     twin.promote()
@@ -519,12 +518,6 @@ def test_a_copy_of_the_data_directory_started_as_a_second_primary_is_refused_on_
 
 
 # --- what the product promises besides -----------------------------------------------------------------------------
-
-
-def test_a_history_file_absent_from_the_archive_is_answered_not_available(story: Story) -> None:
-    got = story.gets["history absent"]
-    assert (got.returncode, got.sha256) == (1, None)
-    assert got.stderr.startswith("walbucket get 00000010.history: not in the archive in "), got.stderr
 
 
 def test_base_backups_archive_their_backup_history_files_under_backup(story: Story) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from walbucket.audit import VerifyReport, show, verify
+from walbucket.errors import IntegrityError
 from walbucket.identity import ArchiveIdentity, encode_identity
 from walbucket.inspect import (
     FileSummary,
@@ -259,7 +260,7 @@ def test_wal_older_than_the_oldest_segment_kept_is_expired_not_missing(tmp_path:
 @pytest.mark.parametrize(
     ("histories", "segments", "expected"),
     [
-        pytest.param({}, {2: [3]}, [("missing-history", "timeline 2 has 1 segments in the archive but no history "
+        pytest.param({}, {2: [3]}, [("missing-history", "timeline 2 has 1 segment in the archive but no history "
                                      "file 00000002.history", ("00000002.history",))], id="missing"),
         pytest.param({3: [(2, "0/9000000")]}, {}, [("broken-history-chain", "'00000003.history' says timeline 3 "
                       "branched off timeline 2 at 0/9000000, but '00000002.history' is not in the archive",
@@ -528,3 +529,11 @@ def test_verify_of_100000_objects_reads_only_a_sample(tmp_path: Path) -> None:
     assert report.findings == () and report.summary.objects == 100_000
     reads = [request for request in archive.store.requests if request[0] in ("head", "read", "tags")]
     assert len(reads) == 2 * 2 + 1  # head and tags of the first and last segment, and identity.json
+
+
+def test_show_of_an_archive_with_an_unreadable_identity_is_an_integrity_error(tmp_path: Path) -> None:
+    archive = Archive(identity=None)
+    archive.store.put(LAYOUT.identity_key, b"not json", {}, {})
+    with pytest.raises(IntegrityError, match=r"^archive identity 'p/identity\.json' is unreadable: ") as caught:
+        show(archive.store, LAYOUT, work_dir=tmp_path)
+    assert caught.value.hint == "walbucket verify lists what else is wrong"

@@ -15,7 +15,7 @@ from .errors import StoreUnavailable, UsageError, WalFileError
 from .get import Missing
 from .spool import Spool, stamp_of
 from .walname import parse_wal_name
-from .worker_protocol import ask_worker, decode_error
+from .worker_protocol import ask_worker, decode_error, tell_worker
 
 __all__ = ["AsyncPushed", "AsyncRestored", "get_async", "push_async", "worker_starter"]
 
@@ -87,6 +87,7 @@ def get_async(
             hint="restore_command must be 'walbucket get %f %p' (the name first, then the destination path)",
         )
     if spool.hand_over(name, dest):
+        tell_worker(spool.socket_path, {"op": "prefetch", "name": name})  # keep the window ahead of recovery
         return AsyncRestored(name, dest.stat().st_size, True)
     for _attempt in range(3):
         reply = ask_worker(spool.socket_path, {"op": "get", "name": name}, start_worker, wait)

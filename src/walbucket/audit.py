@@ -105,6 +105,8 @@ def show(
     ``exact`` reads every object's original size from its metadata (a HEAD each, in parallel).
     """
     found = survey(store, layout, jobs=jobs, progress=progress, work_dir=work_dir)
+    if found.identity_error is not None:  # without it the segment size, and so every range, is unknown
+        raise IntegrityError(found.identity_error, hint="walbucket verify lists what else is wrong")
     original: dict[str, int] | None = None
     if exact:
         objects = [info for _, info in found.catalog.wal_objects()]

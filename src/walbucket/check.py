@@ -102,13 +102,17 @@ def run_checks(
     key = layout.probe_key(f"check-{token or secrets.token_hex(8)}")
     body = f"walbucket check probe {key}\n".encode()
     check.run("bucket reachable", lambda: _reachable(store, layout.kind_prefix(WalKind.HISTORY)))
-    if check.run("write with tags (s3:PutObject)", lambda: _write(store, key, body)):
-        check.run("read (s3:GetObject)", lambda: _read(store, key, body))
-        check.run("head (s3:GetObject)", lambda: _head(store, key, body))
-        check.run("list (s3:ListBucket)", lambda: _listed(store, key))
-        check.run("read tags (s3:GetObjectTagging)", lambda: _tags(store, key))
-    else:
-        for name in ("read (s3:GetObject)", "head (s3:GetObject)", "list (s3:ListBucket)", "read tags"):
+    written = check.run("write with tags (s3:PutObject)", lambda: _write(store, key, body))
+    on_probe: list[tuple[str, Callable[[], _Result]]] = [
+        ("read (s3:GetObject)", lambda: _read(store, key, body)),
+        ("head (s3:GetObject)", lambda: _head(store, key, body)),
+        ("list (s3:ListBucket)", lambda: _listed(store, key)),
+        ("read tags (s3:GetObjectTagging)", lambda: _tags(store, key)),
+    ]
+    for name, step in on_probe:
+        if written:
+            check.run(name, step)
+        else:
             check.add(name, "SKIP", "needs the probe object, which could not be written")
     check.run("conditional writes", lambda: _conditional(store, layout, conditional_mode))
     identity: list[ArchiveIdentity | None] = []
@@ -176,7 +180,8 @@ def _tags(store: Store, key: str) -> _Result:
 def _conditional(store: Store, layout: KeyLayout, mode: str) -> _Result:
     if probe_conditional_writes(store, layout):
         if mode == "off":
-            return "WARN", 'honoured, but conditional_writes = "off" does not use them', "set conditional_writes"
+            hint = 'set conditional_writes = "required" (or "auto") so that pushes never overwrite'
+            return "WARN", 'honoured, but conditional_writes = "off" does not use them', hint
         return "OK", "a second create of one key is refused (If-None-Match)"
     detail = "ignored: a second create of one key overwrote it"
     if mode == "required":

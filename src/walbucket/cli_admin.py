@@ -1,6 +1,7 @@
 """The edge for the commands people run by hand (inspection, checks, repair): parse, call a service, render.
 
-Like cli.py, it may print; unlike the push/get fast path it may be slow to import. cli.py registers these.
+Like cli.py, it may print. cli.py imports this module to build its parser for every command, push and get
+included, so what only the admin commands need is imported inside their handlers.
 Reports go to stdout (text, or JSON with --json); the one summary line goes to stderr like every command's; a
 progress indicator is drawn on stderr only when stderr is a terminal. docs/inspect.md describes the commands.
 """
@@ -9,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import re
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -117,6 +116,8 @@ def _progress() -> Iterator[_Meter | None]:
 
 def _work_dir() -> Path:
     """Where deep verification restores objects for a moment: memory (/dev/shm) when there is one."""
+    import tempfile
+
     shm = Path("/dev/shm")
     return shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else Path(tempfile.gettempdir())
 
@@ -128,6 +129,8 @@ def _where(settings: Settings) -> str:
 
 def _emit(args: argparse.Namespace, settings: Settings, data: dict[str, Any], lines: list[str]) -> None:
     if args.json:
+        import json
+
         print(json.dumps({"bucket": settings.bucket, "prefix": settings.prefix, **data}, indent=2))
     else:
         print("\n".join(lines))
@@ -189,10 +192,10 @@ def _check(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     detail = f"bucket '{settings.bucket}', prefix '{settings.prefix}', compression {settings.compression}, "
     detail += f"conditional_writes {settings.conditional_writes}"
     switch = (lambda: psql_switch_wal(args.psql, args.dsn, args.timeout)) if args.dsn else None
+    pgdata = Path(args.pgdata) if args.pgdata else Path.cwd()
     report = run_checks(
         store, KeyLayout(settings.prefix), settings_detail=detail, credentials=lambda: credential_source(settings),
-        conditional_mode=settings.conditional_writes, data_dir=Path(args.pgdata or "."), switch_wal=switch,
-        wait_timeout=args.timeout,
+        conditional_mode=settings.conditional_writes, data_dir=pgdata, switch_wal=switch, wait_timeout=args.timeout,
     )  # fmt: skip
     _emit(args, settings, report.to_json(), render_check(report, _where(settings)))
     failed = len(report.failed)

@@ -113,8 +113,9 @@ def _history_findings(
     for tl in sorted(holders):
         if tl > 1 and tl not in cat.histories:
             segments = len(cat.segments.get(tl, ()))
-            found.append(finding("missing-history", f"timeline {tl} has {segments} segments in the archive but no "
-                                 f"history file {tl:08X}.history", [f"{tl:08X}.history"]))  # fmt: skip
+            what = f"{segments} segment{'s' * (segments != 1)}" if segments else "partial or backup files"
+            found.append(finding("missing-history", f"timeline {tl} has {what} in the archive but no history file "
+                                 f"{tl:08X}.history", [f"{tl:08X}.history"]))  # fmt: skip
     for tl, entries in sorted(histories.items()):
         name = f"{tl:08X}.history"
         if isinstance(entries, str):

@@ -142,6 +142,9 @@ class Worker:
             return self._push_request(Path(str(request["path"])))
         if op == "get":
             return self._get_request(str(request["name"]))
+        if op == "prefetch":  # recovery took NAME from the spool: move the window past it
+            self._prefetch(str(request["name"]))
+            return {"status": "ok"}
         if op == "ping":
             return {"status": "ok", "pid": os.getpid()}
         raise ValueError(f"unknown request {op!r}")
@@ -269,11 +272,9 @@ class Worker:
             segment = segment.next(identity.seg_size)
             if budget < identity.seg_size:
                 break
-            with self._lock:
-                known = segment.name in self._gets
-            if not known:
-                self._submit_get(segment.name)
-                budget -= identity.seg_size
+            # in flight or already spooled: kept; absent last time (the archive's end then): asked again
+            self._submit_get(segment.name)
+            budget -= identity.seg_size
 
     def _spooled_bytes(self) -> int:
         total = 0

@@ -17,7 +17,7 @@ from typing import Any
 from . import errors
 from .errors import StoreUnavailable, WalbucketError
 
-__all__ = ["ask_worker", "connect_unix", "decode_error", "encode_error", "unix_path"]
+__all__ = ["ask_worker", "connect_unix", "decode_error", "encode_error", "tell_worker", "unix_path"]
 
 _MAX_LINE = 1 << 16
 
@@ -83,6 +83,14 @@ def _exchange(path: Path, request: dict[str, Any], timeout: float) -> dict[str, 
     return reply if isinstance(reply, dict) else None
 
 
+def tell_worker(path: Path, request: dict[str, Any], timeout: float = 1.0) -> None:
+    """Send ``request`` to a running worker, if there is one, and do not start one; errors are ignored."""
+    try:
+        _exchange(path, request, timeout)
+    except (OSError, ValueError, StoreUnavailable):
+        return
+
+
 def ask_worker(path: Path, request: dict[str, Any], start_worker: Callable[[], None], timeout: float) -> dict[str, Any]:
     """Send ``request`` to the worker listening on ``path``, starting one when none answers."""
     deadline = time.monotonic() + timeout
@@ -96,7 +104,7 @@ def ask_worker(path: Path, request: dict[str, Any], start_worker: Callable[[], N
         reply = _exchange(path, request, remaining)
         if reply is not None:
             return reply
-        if time.monotonic() - last_start > 10:  # none running, or it died: start one (the lock keeps it unique)
+        if time.monotonic() - last_start > 2:  # none running, or it died: start one (the lock keeps it unique)
             start_worker()
             last_start = time.monotonic()
         time.sleep(0.01)
