@@ -32,7 +32,7 @@ def test_codec_table() -> None:
     assert NAMES == ["lz4", "none", "zstd"]
     assert {name: (c.name, c.default_level) for name, c in CODECS.items()} == {
         "none": ("none", 0),
-        "zstd": ("zstd", 3),
+        "zstd": ("zstd", 1),
         "lz4": ("lz4", 0),
     }
 

@@ -83,7 +83,7 @@ def test_every_setting_can_come_from_the_file(field: str) -> None:
 def test_defaults() -> None:
     settings = load_settings({}, BUCKET)
     assert settings == Settings(bucket="wal-archive")
-    assert (settings.compression, settings.level, settings.conditional_writes) == ("zstd", 3, "auto")
+    assert (settings.compression, settings.level, settings.conditional_writes) == ("zstd", 1, "auto")
     assert (settings.multipart_threshold, settings.multipart_chunk_size) == (64 * MIB, 16 * MIB)
     assert settings.restore_partial is False
     assert settings.state_dir is None

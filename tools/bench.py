@@ -29,6 +29,7 @@ import json
 import math
 import os
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -43,7 +44,7 @@ from typing import Any
 
 from bench_micro import codec_profile, startup_profile
 from bench_pgbackrest import PgBackRest, Stunnel, pgbackrest_path
-from bench_procs import TIME_FORMAT, Reaper, TimingDir, median, proc_cmdline, proc_cpu, proc_hwm, read_time_log
+from bench_procs import CLK_TCK, TIME_FORMAT, Reaper, TimingDir, median, proc_cmdline, proc_cpu, proc_hwm, read_time_log
 from bench_procs import wait_until as poll
 from bench_report import render, targets
 from lab_pg import PGBIN, PgCluster, PgError, PgLab, walbucket_executable
@@ -724,6 +725,35 @@ def _version(argv: list[str]) -> str:
     return (proc.stdout + proc.stderr).strip().splitlines()[0] if (proc.stdout + proc.stderr).strip() else "?"
 
 
+def _machine_cpu() -> tuple[float, float, float, float]:
+    """(busy, steal, this benchmark's own) CPU seconds so far, and the time: to tell how busy other tenants were.
+
+    This benchmark's own CPU is its rusage and that of every child it waited for, which at the end is every process
+    it started (orphans included: the reaper waits for them).
+    """
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    own = sum(
+        r.ru_utime + r.ru_stime
+        for r in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
+    return (user + nice + system + irq + softirq) / CLK_TCK, steal / CLK_TCK, own, time.monotonic()
+
+
+def _cpu_share(before: tuple[float, ...], after: tuple[float, ...]) -> dict[str, float]:
+    elapsed = after[3] - before[3]
+    busy, steal, own = (after[i] - before[i] for i in range(3))
+    cores = os.cpu_count() or 1
+    return {
+        "elapsed_s": round(elapsed, 1),
+        "machine_busy_core_s": round(busy, 1),
+        "benchmark_core_s": round(own, 1),
+        "other_processes_core_s": round(max(busy - own, 0.0), 1),
+        "other_processes_share_of_machine": round(max(busy - own, 0.0) / (elapsed * cores), 3),
+        "steal_core_s": round(steal, 1),
+    }
+
+
 def _stunnel_version() -> str:
     if not shutil.which("stunnel"):
         return "stunnel not installed"
@@ -826,6 +856,7 @@ def main(argv: list[str]) -> int:
         "startup": startup_profile(str(walbucket_executable().with_name("python")), args.runs),
         "modes": {},
     }
+    cpu0 = _machine_cpu()
     reaper = Reaper().start()
     stunnel: Stunnel | None = None
     failure = None
@@ -852,18 +883,31 @@ def main(argv: list[str]) -> int:
         reaper.stop()
         lab.keep = args.keep or failure is not None
         lab.cleanup()
+    return _finish(args, results, failure, cpu0, say, lab.base_dir)
+
+
+def _finish(
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    failure: str | None,
+    cpu0: tuple[float, float, float, float],
+    say: Progress,
+    lab_dir: Path,
+) -> int:
+    """Add the closing figures and the targets; write the JSON and the table; print the table."""
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["machine"]["cpu_during_run"] = _cpu_share(cpu0, _machine_cpu())
     results["elapsed_s"] = round(time.monotonic() - say.started, 1)
     results["failure"] = failure
     results["targets"] = targets(results)
-    table = render(results)
     (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = render(results)
     (args.out / "latest.txt").write_text(table)
     print(table, flush=True)
     if failure is not None:
-        print(f"bench: the harness failed: {failure} (lab kept in {lab.base_dir})", file=sys.stderr)
+        print(f"bench: the harness failed: {failure} (lab kept in {lab_dir})", file=sys.stderr)
         return 1
     return 0
 

@@ -122,6 +122,15 @@ def _machine(results: dict[str, Any]) -> list[str]:
         f"moto {m['moto']}, zstandard {m['zstandard']}",
         f"         {m['pgbackrest']}, {m['stunnel']}; load average (1 min) {m['load_average_at_start'][0]} at start, "
         f"{load_end[0]} at end",
+        *(
+            [
+                f"         other tenants used {share['other_processes_core_s']} core-seconds during the run "
+                f"({100 * share['other_processes_share_of_machine']:.0f}% of the machine; this benchmark "
+                f"{share['benchmark_core_s']}), steal {share['steal_core_s']}"
+            ]
+            if (share := m.get("cpu_during_run"))
+            else []
+        ),
     ]
 
 
