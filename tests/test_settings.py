@@ -260,7 +260,7 @@ def test_compression_level_within_the_codecs_range(codec: str, level: int) -> No
     assert settings.level == level
 
 
-@pytest.mark.parametrize(("codec", "level"), [("zstd", 3), ("lz4", 0), ("none", 0)])
+@pytest.mark.parametrize(("codec", "level"), [("zstd", 1), ("lz4", 0), ("none", 0)])
 def test_level_defaults_to_the_codecs_default(codec: str, level: int) -> None:
     assert load_settings({"compression": codec}, BUCKET).level == level
 
