@@ -1,101 +1,121 @@
-"""The command's side of asynchronous mode: answer from the spool, or ask the worker (starting it if needed).
+"""The command's side of asynchronous mode: answer from the spool, or ask the worker (starting it if allowed).
 
-This is the path PostgreSQL runs thousands of times, so it imports neither boto3 nor anything that does.
+This is the path PostgreSQL runs thousands of times, so it imports only os, socket, json and walbucket's errors
+(no boto3, no dataclasses, no pathlib): the lean entry point fastpath.py calls it before anything else is imported.
+Results are plain dicts; :func:`describe_push` and :func:`describe_get` turn them into the log line.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
-from .errors import StoreUnavailable, UsageError, WalFileError
-from .get import Missing
-from .spool import Spool, stamp_of
-from .walname import parse_wal_name
+from . import spoolfiles
+from .errors import StoreUnavailable
 from .worker_protocol import ask_worker, decode_error, tell_worker
 
-__all__ = ["AsyncPushed", "AsyncRestored", "get_async", "push_async", "worker_starter"]
+TYPE_CHECKING = False  # typing costs milliseconds on the fast path; the checker sees these imports
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    Starter = Callable[[], None] | None
+
+__all__ = ["describe_get", "describe_push", "get_async", "push_async", "worker_starter"]
 
 
-@dataclass(frozen=True, slots=True)
-class AsyncPushed:
-    name: str
-    outcome: str  # archived | duplicate
-    size: int | None
-    stored_size: int | None
-    from_spool: bool  # answered from an acknowledgement the worker wrote ahead of the request
-
-
-@dataclass(frozen=True, slots=True)
-class AsyncRestored:
-    name: str
-    size: int
-    from_spool: bool  # prefetched before PostgreSQL asked
-
-
-def worker_starter(command: Sequence[str], data_dir: Path, spool: Spool) -> Callable[[], None]:
+def worker_starter(command: Sequence[str], data_dir: str, root: str) -> Callable[[], None]:
     """Return a function that starts a detached worker; a second one exits at once (the spool's lock)."""
 
     def start() -> None:
-        # private like the rest of the spool (0600), whatever the umask: the log names the cluster's WAL files
-        fd = os.open(spool.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        with open(fd, "ab") as log:
+        import subprocess
+
+        fd = os.open(os.path.join(root, spoolfiles.LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
             subprocess.Popen(
-                list(command), cwd=data_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                list(command), cwd=data_dir, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
                 start_new_session=True, close_fds=True,
             )  # fmt: skip
+        finally:
+            os.close(fd)
 
     return start
 
 
-def push_async(path: Path, spool: Spool, start_worker: Callable[[], None], wait: float) -> AsyncPushed:
-    """Answer archive_command for ``path``: 0 only once the worker has stored it (now or ahead of time)."""
-    name = path.name
-    if parse_wal_name(name) is None:
-        raise UsageError(
-            f"'{name}' is not the name of a WAL file PostgreSQL archives",
-            hint="archive_command must pass %p: a segment, .partial, .history or .backup file",
-        )
+def _plain_name(name: str) -> bool:
+    """A name that is safe to join to a spool path (PostgreSQL's names always are; the worker checks the rest)."""
+    return bool(name) and "/" not in name and not name.startswith(".")
+
+
+def push_async(path: str, root: str, wait: float, start_worker: Starter) -> dict[str, Any] | None:
+    """Answer archive_command for ``path``: a result only once the object is stored; None when no worker answered.
+
+    Raises the walbucket error of a failed upload (one left by a look-ahead upload first, so it is reported once).
+    """
+    name = os.path.basename(path)
     try:
-        stamp = stamp_of(path)
-    except OSError as exc:
-        raise WalFileError(f"cannot read WAL file '{path}': {exc.strerror}") from None
-    outcome = spool.take_ack(name, stamp)
+        stamp = spoolfiles.file_stamp(path)
+    except OSError:
+        return None  # the full command reports a missing or unreadable file with its exit code
+    if not _plain_name(name):
+        return None
+    outcome = spoolfiles.take_ack(root, name, stamp)
     if outcome is not None:
-        return AsyncPushed(name, outcome, None, None, True)
-    error = spool.take_error(name)
+        return {"outcome": outcome, "from_spool": True}
+    error = spoolfiles.take_error(root, name)
     if error is not None:
         raise decode_error(error)  # the look-ahead upload failed: say why; PostgreSQL retries, and so will we
-    reply = ask_worker(spool.socket_path, {"op": "push", "path": str(path.resolve())}, start_worker, wait)
-    spool.take_ack(name, stamp)  # this reply answers it; leave no acknowledgement or error behind
-    spool.take_error(name)
+    reply = ask_worker(
+        os.path.join(root, spoolfiles.SOCKET), {"op": "push", "path": os.path.abspath(path)}, start_worker, wait
+    )
+    if reply is None:
+        return None
+    spoolfiles.take_ack(root, name, stamp)  # this reply answers it; leave no acknowledgement or error behind
+    spoolfiles.take_error(root, name)
     if reply.get("status") != "ok":
         raise decode_error(reply)
-    return AsyncPushed(name, str(reply.get("outcome")), reply.get("size"), reply.get("stored"), False)
+    return {**reply, "from_spool": False}
 
 
-def get_async(
-    name: str, dest: Path, spool: Spool, start_worker: Callable[[], None], wait: float
-) -> AsyncRestored | Missing:
-    """Answer restore_command for ``name`` from the prefetch spool, or through the worker."""
-    if parse_wal_name(name) is None:
-        raise UsageError(
-            f"'{name}' is not a WAL file name",
-            hint="restore_command must be 'walbucket get %f %p' (the name first, then the destination path)",
-        )
-    if spool.hand_over(name, dest):
-        tell_worker(spool.socket_path, {"op": "prefetch", "name": name})  # keep the window ahead of recovery
-        return AsyncRestored(name, dest.stat().st_size, True)
+def get_async(name: str, dest: str, root: str, wait: float, start_worker: Starter) -> dict[str, Any] | None:
+    """Answer restore_command for ``name`` from the prefetch spool or through the worker; None when none answered."""
+    if not _plain_name(name):
+        return None
+    socket_path = os.path.join(root, spoolfiles.SOCKET)
+    if spoolfiles.hand_over(root, name, dest):
+        tell_worker(socket_path, {"op": "prefetch", "name": name})  # keep the window ahead of recovery
+        return {"status": "ok", "size": os.stat(dest).st_size, "from_spool": True}
     for _attempt in range(3):
-        reply = ask_worker(spool.socket_path, {"op": "get", "name": name}, start_worker, wait)
+        reply = ask_worker(socket_path, {"op": "get", "name": name}, start_worker, wait)
+        if reply is None:
+            return None
         status = reply.get("status")
         if status == "missing":
-            return Missing(name, "")
+            return {"status": "missing"}
         if status != "ok":
             raise decode_error(reply)
-        if spool.hand_over(name, dest):
-            return AsyncRestored(name, dest.stat().st_size, False)
+        if spoolfiles.hand_over(root, name, dest):
+            return {"status": "ok", "size": os.stat(dest).st_size, "from_spool": False}
     raise StoreUnavailable(f"the async worker restored '{name}' but it vanished from the spool three times")
+
+
+def _mib(size: object) -> str:
+    if not isinstance(size, int):
+        return ""
+    return f"{size / (1 << 20):.1f} MiB" if size >= 1 << 16 else f"{size} bytes"
+
+
+def describe_push(result: dict[str, Any]) -> str:
+    if result.get("from_spool"):
+        return f"{result['outcome']} (stored ahead by the async worker)"
+    size = _mib(result.get("size"))
+    if result.get("outcome") == "duplicate":
+        return f"already archived with identical content (duplicate), {size} via the async worker"
+    stored = _mib(result.get("stored"))
+    return f"archived {size} as {stored} via the async worker"
+
+
+def describe_get(result: dict[str, Any]) -> tuple[str, int]:
+    if result.get("status") == "missing":
+        return "not in the archive", 1
+    source = "the prefetch spool" if result.get("from_spool") else "the async worker"
+    return f"restored {_mib(result.get('size'))} from {source}", 0

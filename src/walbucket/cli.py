@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
-from .errors import INTERNAL_EXIT, INTERNAL_GET_EXIT, ConfigError, StoreUnavailable, UsageError, WalbucketError
+from .errors import ConfigError, StoreUnavailable, UsageError, WalbucketError, exit_code_for, failure_lines
 from .settings import CONFIG_ENV, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -189,21 +189,23 @@ def _starter(args: argparse.Namespace, spool: Spool) -> Callable[[], None]:
     from .async_client import worker_starter
 
     config = ["--config", args.config] if args.config else []
-    return worker_starter([sys.executable, "-m", "walbucket", *config, "worker"], Path.cwd(), spool)
+    return worker_starter([sys.executable, "-m", "walbucket", *config, "worker"], os.getcwd(), str(spool.root))
 
 
 def _push_async(args: argparse.Namespace, settings: Settings) -> str:
-    from .async_client import push_async
+    from .async_client import describe_push, push_async
+    from .errors import WalFileError
+    from .push import archivable_name
 
+    path = Path(args.path)
+    archivable_name(path)
+    if not os.access(path, os.R_OK):
+        raise WalFileError(f"cannot read WAL file '{path}': no such file or no permission")
     spool = _spool(settings)
-    outcome = push_async(Path(args.path), spool, _starter(args, spool), settings.async_wait)
-    if outcome.from_spool:
-        return f"{outcome.outcome} (stored ahead by the async worker)"
-    detail = f" {_mib(outcome.size)}" if outcome.size is not None else ""
-    stored = f" as {_mib(outcome.stored_size)}" if outcome.stored_size is not None else ""
-    if outcome.outcome == "duplicate":
-        return f"already archived with identical content (duplicate),{detail} via the async worker"
-    return f"archived{detail}{stored} via the async worker"
+    result = push_async(str(path), str(spool.root), settings.async_wait, _starter(args, spool))
+    if result is None:  # only without a starter; kept for the type checker
+        raise StoreUnavailable("no async worker answered")
+    return describe_push(result)
 
 
 def _push(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
@@ -241,15 +243,15 @@ def _get(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
 
 
 def _get_async(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
-    from .async_client import get_async
-    from .get import Missing
+    from .async_client import describe_get, get_async
+    from .get import restorable_name
 
+    restorable_name(args.name)
     spool = _spool(settings)
-    outcome = get_async(args.name, Path(args.dest), spool, _starter(args, spool), settings.async_wait)
-    if isinstance(outcome, Missing):
-        return "not in the archive", 1
-    source = "the prefetch spool" if outcome.from_spool else "the async worker"
-    return f"restored {_mib(outcome.size)} from {source}", 0
+    result = get_async(args.name, args.dest, str(spool.root), settings.async_wait, _starter(args, spool))
+    if result is None:  # only without a starter; kept for the type checker
+        raise StoreUnavailable("no async worker answered")
+    return describe_get(result)
 
 
 def _worker(_args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
@@ -321,21 +323,13 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
     try:
         settings = _load(args, env)
         line, code = _handler(args.command)(args, settings)
-    except WalbucketError as exc:
-        code = exc.exit_code
-        if args.command == "get":
-            standby = isinstance(exc, StoreUnavailable) and Path("standby.signal").exists()
-            code = StoreUnavailable.standby_get_exit_code if standby else exc.get_exit_code
-        print(f"walbucket {subject}: ERROR: {exc.message} (exit {code})", file=sys.stderr)
-        if exc.hint:
-            print(f"HINT: {exc.hint}", file=sys.stderr)
-        return code
     except _Terminated:
         raise
     except Exception as exc:
-        code = INTERNAL_GET_EXIT if args.command == "get" else INTERNAL_EXIT
-        log.debug("internal error", exc_info=True)
-        print(f"walbucket {subject}: ERROR: internal error: {exc!r} (exit {code})", file=sys.stderr)
+        if not isinstance(exc, WalbucketError):
+            log.debug("internal error", exc_info=True)
+        code = exit_code_for(exc, args.command, Path("standby.signal").exists())
+        print("\n".join(failure_lines(subject, exc, code)), file=sys.stderr)
         return code
     if line:
         print(f"walbucket {subject}: {line} in {time.monotonic() - started:.3f}s", file=sys.stderr)

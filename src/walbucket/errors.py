@@ -37,6 +37,8 @@ __all__ = [
     "UsageError",
     "WalFileError",
     "WalbucketError",
+    "exit_code_for",
+    "failure_lines",
 ]
 
 INTERNAL_EXIT = 70
@@ -100,3 +102,24 @@ class ConditionalWritesUnsupported(WalbucketError):
 class IntegrityError(WalbucketError):
     exit_code = 10
     get_exit_code = 210
+
+
+def exit_code_for(exc: BaseException, command: str, standby: bool) -> int:
+    """Choose the exit code of ``command`` failing with ``exc`` (``standby``: the data directory has standby.signal)."""
+    if not isinstance(exc, WalbucketError):
+        return INTERNAL_GET_EXIT if command == "get" else INTERNAL_EXIT
+    if command != "get":
+        return exc.exit_code
+    if standby and isinstance(exc, StoreUnavailable):
+        return StoreUnavailable.standby_get_exit_code
+    return exc.get_exit_code
+
+
+def failure_lines(subject: str, exc: BaseException, code: int) -> list[str]:
+    """The lines a failed command writes to stderr (PostgreSQL's server log): the error, then a HINT if any."""
+    if not isinstance(exc, WalbucketError):
+        return [f"walbucket {subject}: ERROR: internal error: {exc!r} (exit {code})"]
+    lines = [f"walbucket {subject}: ERROR: {exc.message} (exit {code})"]
+    if exc.hint:
+        lines.append(f"HINT: {exc.hint}")
+    return lines

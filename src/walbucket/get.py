@@ -17,7 +17,7 @@ from .store import Store, StoredObject
 from .walheader import LONG_HEADER_SIZE, HeaderError, WalHeader, parse_long_header, read_control_system_id
 from .walname import WalKind, WalName, parse_wal_name
 
-__all__ = ["Missing", "Restored", "get", "verify_into"]
+__all__ = ["Missing", "Restored", "get", "restorable_name", "verify_into"]
 
 _CHUNK = 1 << 20
 
@@ -53,12 +53,7 @@ def get(
     cluster being recovered (``data_dir/global/pg_control``). With ``restore_partial``, a segment that is absent
     is answered from its ``.partial`` object (only then: a full segment always wins).
     """
-    wal = parse_wal_name(name)
-    if wal is None:
-        raise UsageError(
-            f"'{name}' is not a WAL file name",
-            hint="restore_command must be 'walbucket get %f %p' (the name first, then the destination path)",
-        )
+    wal = restorable_name(name)
     key = layout.key(wal)
     stored = store.read(key)
     from_partial = False
@@ -71,6 +66,17 @@ def get(
         return Missing(wal.name, key)
     verify_into(wal, stored, dest, store, layout, data_dir, memo)
     return Restored(wal.name, stored.info.key, int(stored.info.metadata[META_SIZE]), stored.info.size, from_partial)
+
+
+def restorable_name(name: str) -> WalName:
+    """Parse ``name`` as restore_command's %f, or raise UsageError (a swapped %f %p lands here)."""
+    wal = parse_wal_name(name)
+    if wal is None:
+        raise UsageError(
+            f"'{name}' is not a WAL file name",
+            hint="restore_command must be 'walbucket get %f %p' (the name first, then the destination path)",
+        )
+    return wal
 
 
 def verify_into(

@@ -22,6 +22,7 @@ __all__ = [
     "Prepared",
     "PushOptions",
     "Uploaded",
+    "archivable_name",
     "archive",
     "load_identity",
     "prepare",
@@ -71,13 +72,18 @@ def push(
 
 def prepare(path: Path, codec_name: str, level: int) -> Prepared:
     """Check the name and read, hash and compress the file: all that push does before it talks to the store."""
+    return _prepare(path, archivable_name(path), CODECS[codec_name], level)
+
+
+def archivable_name(path: Path) -> WalName:
+    """Return the WAL name of ``path``, or raise UsageError when PostgreSQL would never archive such a file."""
     wal = parse_wal_name(path.name)
     if wal is None:
         raise UsageError(
             f"'{path.name}' is not the name of a WAL file PostgreSQL archives",
             hint="archive_command must pass %p: a segment, .partial, .history or .backup file",
         )
-    return _prepare(path, wal, CODECS[codec_name], level)
+    return wal
 
 
 def archive(

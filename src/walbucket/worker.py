@@ -8,7 +8,6 @@ touches them: PostgreSQL alone marks a file done. It exits after ``async_idle_ex
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import socket
@@ -26,7 +25,7 @@ from .settings import Settings
 from .spool import Spool, stamp_of
 from .store import Store
 from .walname import WalKind, parse_wal_name
-from .worker_protocol import encode_error, unix_path
+from .worker_protocol import encode_error, pack, read_message, unix_path
 
 __all__ = ["Worker", "acquire_lock"]
 
@@ -117,18 +116,14 @@ class Worker:
         try:
             with conn:
                 conn.settimeout(self.settings.async_wait)
-                data = b""
-                while not data.endswith(b"\n") and len(data) < 1 << 16:
-                    chunk = conn.recv(1 << 16)
-                    if not chunk:
-                        return
-                    data += chunk
                 try:
-                    request = json.loads(data)
+                    request = read_message(conn)
+                    if request is None:
+                        return
                     reply = self._dispatch(request)
                 except Exception as exc:  # noqa: BLE001 - every failure goes back to the command as its reply
                     reply = encode_error(exc)
-                conn.sendall(json.dumps(reply).encode() + b"\n")
+                conn.sendall(pack(reply))
         except OSError as exc:
             log.warning("connection failed: %s", exc)
         finally:
