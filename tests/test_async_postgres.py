@@ -105,7 +105,10 @@ def scenario(moto_server: MotoServer) -> Iterator[Scenario]:
         spool_dir = Path(lab.env["WALBUCKET_STATE_DIR"]) / "spool"  # the default: <state_dir>/spool
         primary = lab.cluster("primary")
         restored = lab.cluster("restored")
-        spools = [Spool.for_data_dir(spool_dir, node.data_dir) for node in (primary, restored)]
+
+        def spools() -> list[Spool]:  # a spool is named by its data directory's inode: only once that exists
+            return [Spool.for_data_dir(spool_dir, n.data_dir) for n in (primary, restored) if n.data_dir.exists()]
+
         try:
             primary.init()
             primary.configure(archive_mode=True, archive_command=archive_command())
@@ -126,7 +129,7 @@ def scenario(moto_server: MotoServer) -> Iterator[Scenario]:
             primary.psql("INSERT INTO marker (note) VALUES ('after the target')")
             state_at_end = primary.pgbench_state()
             archiver = primary.wait_archived(primary.switch_wal(), timeout=60)
-            acks_left = tuple(sorted(p.name.removesuffix(".ok") for p in spools[0].archive_dir.glob("*.ok")))
+            acks_left = tuple(sorted(p.name.removesuffix(".ok") for p in spools()[0].archive_dir.glob("*.ok")))
             keys = _list_keys(moto_server, bucket)
 
             restored.configure(archive_mode=False)  # a restored copy must not write into the primary's archive
@@ -141,7 +144,7 @@ def scenario(moto_server: MotoServer) -> Iterator[Scenario]:
             )  # fmt: skip
         finally:
             lab.stop_all()  # first, so that no archive_command or restore_command starts a worker again
-            for spool in spools:
+            for spool in spools():
                 _kill_worker(spool)
 
 

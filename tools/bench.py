@@ -44,7 +44,7 @@ from typing import Any
 
 from bench_micro import codec_profile, startup_profile
 from bench_pgbackrest import PgBackRest, Stunnel, pgbackrest_path
-from bench_procs import CLK_TCK, TIME_FORMAT, Reaper, TimingDir, median, proc_cmdline, proc_cpu, proc_hwm, read_time_log
+from bench_procs import CLK_TCK, TIME_FORMAT, Reaper, TimingDir, median, proc_cpu, proc_hwm, read_time_log
 from bench_procs import wait_until as poll
 from bench_report import render, targets
 from lab_pg import PGBIN, PgCluster, PgError, PgLab, walbucket_executable
@@ -121,16 +121,19 @@ def _spool(b: Bench, data_dir: Path) -> Any:
 
 
 def worker_pid(b: Bench, data_dir: Path) -> int | None:
-    """The PID of the async worker serving ``data_dir`` (from its lock file), if it runs."""
-    try:
-        pid = int(_spool(b, data_dir).lock_path.read_text().split()[0])
-        cwd = os.readlink(f"/proc/{pid}/cwd")
-    except (OSError, ValueError, IndexError):
-        return None
-    argv = proc_cmdline(pid)
-    if not argv or argv[-1] != "worker" or "walbucket" not in argv or cwd != str(data_dir.resolve()):
-        return None
-    return pid
+    """The PID of the async worker serving ``data_dir``, if it runs.
+
+    Found among the orphans reparented to the benchmark (bench_procs.Reaper) by its working directory, so the
+    benchmark does not depend on the spool's layout, which may change under it.
+    """
+    wanted = str(data_dir.resolve())
+    for pid in b.reaper.alive("walbucket-worker"):
+        try:
+            if os.readlink(f"/proc/{pid}/cwd") == wanted:
+                return pid
+        except OSError:
+            continue
+    return None
 
 
 def stop_worker(b: Bench, pid: int | None) -> None:
@@ -754,6 +757,13 @@ def _cpu_share(before: tuple[float, ...], after: tuple[float, ...]) -> dict[str,
     }
 
 
+def _walbucket_codec() -> str:
+    from walbucket.settings import Settings
+
+    defaults = Settings(bucket="walbucket-bench")
+    return f"{defaults.compression} level {defaults.level} (its default)"
+
+
 def _stunnel_version() -> str:
     if not shutil.which("stunnel"):
         return "stunnel not installed"
@@ -851,6 +861,7 @@ def main(argv: list[str]) -> int:
             "runs": args.runs,
             "modes": [m.name for m in modes],
             "pgbackrest": "installed" if have_pgbr else "not installed (or --no-pgbackrest)",
+            "walbucket_codec": _walbucket_codec(),
         },
         "machine": machine_details(lab),
         "startup": startup_profile(str(walbucket_executable().with_name("python")), args.runs),

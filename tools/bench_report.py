@@ -141,11 +141,15 @@ def _startup(results: dict[str, Any]) -> list[str]:
         cells = [
             ("python -c pass", "python_startup"),
             ("minimal client (-I -S, os+socket+json)", "minimal_client_floor"),
-            ("async fast path (walbucket.cli + async_client)", "async_fast_path"),
+            ("async fast path (fastpath + async_client)", "async_fast_path"),
+            ("full command line (walbucket.cli)", "full_cli"),
             ("sync path (+ boto3 and an S3 client)", "sync_path_boto3_client"),
         ]
         lines += ["", "Start-up of a fresh process (median wall ms / CPU ms)"]
-        lines += [f"  {label:48}{st[k]['wall_ms']:>8.0f} / {st[k]['cpu_ms']:.0f}" for label, k in cells if k in st]
+        for label, k in cells:
+            if k in st:
+                cell = st[k].get("error") or f"{st[k]['wall_ms']:>8.0f} / {st[k]['cpu_ms']:.0f}"
+                lines.append(f"  {label:48}{cell}")
         top = st.get("importtime_top", [])
         if top:
             lines.append(
@@ -168,8 +172,9 @@ def render(results: dict[str, Any]) -> str:
     lines += _machine(results)
     s = results["settings"]
     lines.append(
-        f"load: pgbench -i -s {s['scale']} per phase; walbucket zstd level 3; pgBackRest compress-type=zst "
-        f"level 3, archive-async=y, process-max=4 (TLS through stunnel); pgBackRest {s['pgbackrest']}"
+        f"load: pgbench -i -s {s['scale']} per phase; walbucket {s.get('walbucket_codec', '?')}; "
+        f"pgBackRest compress-type=zst level 3, archive-async=y, process-max=4 (TLS through stunnel); "
+        f"pgBackRest {s['pgbackrest']}"
     )
     lines += _startup(results)
     latency = results.get("latency") or {}
