@@ -9,6 +9,7 @@ import base64
 import hashlib
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -180,6 +181,29 @@ def test_storage_class_and_encryption_go_with_every_write() -> None:
     assert client.ops() == [
         "put_object", "create_multipart_upload", "upload_part", "upload_part", "complete_multipart_upload"
     ]  # fmt: skip
+
+
+def test_list_gives_last_modified_in_posix_seconds() -> None:
+    when = datetime(2024, 5, 1, 10, 30, tzinfo=timezone.utc)
+    client = FakeClient(list_objects_v2={"Contents": [{"Key": "p/a", "Size": 1, "LastModified": when}]})
+    store, _ = store_on(client)
+    [info] = store.list("p/")
+    assert info.last_modified == when.timestamp()
+
+
+def test_lifecycle_rules_answers_none_without_a_configuration_and_translates_refusals() -> None:
+    rules = [{"ID": "r", "Status": "Enabled", "Filter": {"Prefix": "p/wal/"}, "Expiration": {"Days": 7}}]
+    store, _ = store_on(FakeClient(get_bucket_lifecycle_configuration={"Rules": rules}))
+    assert store.lifecycle_rules() == rules
+    absent = client_error("NoSuchLifecycleConfiguration", 404, "GetBucketLifecycleConfiguration")
+    store, _ = store_on(FakeClient(get_bucket_lifecycle_configuration=absent))
+    assert store.lifecycle_rules() is None
+    denied = client_error("AccessDenied", 403, "GetBucketLifecycleConfiguration")
+    store, _ = store_on(FakeClient(get_bucket_lifecycle_configuration=denied))
+    with pytest.raises(
+        StoreError, match=r"^access denied \(AccessDenied\) on 'lifecycle configuration of bucket wal-archive'$"
+    ):
+        store.lifecycle_rules()
 
 
 def test_list_follows_continuation_tokens() -> None:

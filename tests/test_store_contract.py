@@ -7,6 +7,7 @@ builds it (Settings -> open_store). Any behaviour a service relies on belongs he
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -211,3 +212,35 @@ def test_list_prefixes_goes_beyond_one_page(store: Store) -> None:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda d: store.put(d + "k", b"", {}, {}), dirs))
     assert list(store.list_prefixes("p/dirs/")) == dirs
+
+
+def test_list_gives_each_object_its_upload_time(store: Store) -> None:
+    before = time.time()
+    store.put("p/a", b"x", {}, {})
+    store.create("p/b", b"y", {}, {})
+    after = time.time()
+    listed = list(store.list("p/"))
+    assert [o.key for o in listed] == ["p/a", "p/b"]
+    for info in listed:
+        assert info.last_modified is not None
+        assert before - 2 <= info.last_modified <= after + 2  # S3 keeps whole seconds (or milliseconds)
+
+
+RULES = [
+    {"ID": "walbucket-segment:p", "Status": "Enabled", "Filter": {"Prefix": "p/wal/"}, "Expiration": {"Days": 3}},
+    {"ID": "walbucket-backup:p", "Status": "Enabled", "Filter": {"Prefix": "p/backup/"}, "Expiration": {"Days": 5}},
+]
+
+
+def test_lifecycle_rules_are_none_until_the_bucket_has_a_configuration(
+    store: Store, request: pytest.FixtureRequest
+) -> None:
+    assert store.lifecycle_rules() is None
+    if isinstance(store, MemoryStore):
+        store.lifecycle = RULES
+    else:
+        client = request.getfixturevalue("s3_client")
+        client.put_bucket_lifecycle_configuration(
+            Bucket=request.getfixturevalue("bucket"), LifecycleConfiguration={"Rules": RULES}
+        )
+    assert store.lifecycle_rules() == RULES

@@ -98,6 +98,10 @@ class Bench:
     say: Progress
 
     @property
+    def moto_log(self) -> Path:
+        return Path(self.args.out) / "moto.log"
+
+    @property
     def spool_dir(self) -> Path:
         return Path(self.lab.env["WALBUCKET_STATE_DIR"]) / "spool"
 
@@ -162,6 +166,7 @@ class Meter:
         self.b, self.timing, self.data_dir, self.label = b, timing, data_dir, label
         self.worker: int | None = None
         self.w0 = self.m0 = self.s0 = 0.0
+        self.log0 = 0
         self.t0 = 0.0
 
     def _stunnel_pid(self) -> int | None:
@@ -176,6 +181,7 @@ class Meter:
         self.m0 = (proc_cpu(self.b.moto.proc.pid) or 0.0) if self.b.moto.proc else 0.0
         spid = self._stunnel_pid()
         self.s0 = (proc_cpu(spid) or 0.0) if spid else 0.0
+        self.log0 = _size(self.b.moto_log)
         self.t0 = time.monotonic()
 
     def stop(self, segments: int) -> dict[str, Any]:
@@ -218,7 +224,34 @@ class Meter:
             "moto_cpu_s": round(moto_cpu, 3),
             "moto_cpu_per_segment_ms": round(1000 * moto_cpu / per, 1),
             "stunnel_cpu_s": round(stunnel_cpu, 3),
+            "s3_requests": _s3_requests(b.moto_log, self.log0),
         }
+
+
+_REQUEST_RE = re.compile(r'"(?:\x1b\[[0-9;]*m)?(GET|PUT|HEAD|POST|DELETE) \S+ HTTP/[0-9.]+(?:\x1b\[0m)?" (\d{3})')
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _s3_requests(log: Path, offset: int) -> dict[str, int]:
+    """Count the requests moto logged since ``offset``, by method, and the 404 answers."""
+    counts: dict[str, int] = {}
+    try:
+        with log.open("rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return counts
+    for method, status in _REQUEST_RE.findall(text):
+        counts[method] = counts.get(method, 0) + 1
+        if status == "404":
+            counts["404"] = counts.get("404", 0) + 1
+    return counts
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -852,6 +885,7 @@ def main(argv: list[str]) -> int:
     have_pgbr = pgbackrest_path() is not None and shutil.which("stunnel") is not None and not args.no_pgbackrest
     modes = [MODES[m] for m in args.modes.split(",") if have_pgbr or MODES[m].tool != "pgbackrest"]
     args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "moto.log").unlink(missing_ok=True)  # its request log is counted per phase
     moto = MotoServer(log_path=args.out / "moto.log")
     lab = PgLab(env={**moto.env(BUCKET), "WALBUCKET_ASYNC_IDLE_EXIT": "3600"})
     results: dict[str, Any] = {

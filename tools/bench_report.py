@@ -93,11 +93,22 @@ def _throughput_rows(modes: dict[str, Any]) -> list[tuple[str, Callable[[dict[st
         ("  in the worker / async daemons", cpu(2)),
         ("restore CPU per segment, ms", lambda m: _fmt(_get(m, "pitr", "cpu", "tool_cpu_per_segment_ms"))),
         ("moto CPU per archived segment, ms", moto),
+        ("S3 requests per archived segment", lambda m: _requests(m, ("live", "drain"))),
+        ("S3 requests per restored segment", lambda m: _requests(m, ("pitr",))),
         ("peak RSS of a command, MiB", lambda m: _fmt(_peak(m, "command_max_rss_mib"))),
         ("peak RSS of the worker, MiB", lambda m: _fmt(_peak(m, "worker_peak_rss_mib"))),
         ("peak RSS of an async daemon, MiB", lambda m: _fmt(_peak(m, "daemon_max_rss_mib"))),
         ("failed archive commands", lambda m: _fmt(_get(m, "live", "failed") or 0)),
     ]
+
+
+def _requests(mode: dict[str, Any], phases: tuple[str, ...]) -> str:
+    cpus = [_get(mode, p, "cpu") for p in phases]
+    if any(c is None or "s3_requests" not in c for c in cpus):
+        return "-"
+    segments = sum(c["segments"] for c in cpus) or 1
+    total = sum(sum(v for k, v in c["s3_requests"].items() if k != "404") for c in cpus)
+    return f"{total / segments:.2f}"
 
 
 def _series(samples: list[int]) -> str:

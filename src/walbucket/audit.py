@@ -9,12 +9,13 @@ exactly as ``walbucket get`` would (hash, size, page header, identity). Each wor
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import IdentityMismatch, IntegrityError
-from .findings import group_problems, object_problems, structural_findings
+from .errors import IdentityMismatch, IntegrityError, StoreError, StoreUnavailable
+from .findings import finding, group_problems, object_problems, structural_findings
 from .get import verify_into
 from .identity import ArchiveIdentity
 from .inspect import (
@@ -31,6 +32,7 @@ from .inspect import (
 from .keylayout import META_SIZE, KeyLayout
 from .listing import DEFAULT_JOBS, Progress, Tally, list_archive, run_parallel
 from .push import IdentityMemo, load_identity
+from .retention_check import retention_findings
 from .store import ObjectInfo, Store, StoredObject
 from .walname import WalName
 
@@ -132,11 +134,17 @@ def verify(
     deep_jobs: int = DEEP_JOBS,
     progress: Progress | None = None,
     work_dir: Path,
+    now: float | None = None,
 ) -> VerifyReport:
-    """Find gaps, timeline and history problems, orphan partials, and objects that disagree with the identity."""
+    """Find gaps, timeline and history problems, orphan partials, and objects that disagree with the identity.
+
+    With backup history files in the archive, also compare them with the bucket's lifecycle rules as of ``now``
+    (default: the current time): one more request.
+    """
     found = survey(store, layout, jobs=jobs, progress=progress, work_dir=work_dir)
     cat = found.catalog
     findings = structural_findings(cat, found.identity, found.identity_error, found.histories)
+    findings += _retention(store, layout, cat, time.time() if now is None else now)
     selected = cat.wal_objects() if deep else _sample(cat)
     memo = IdentityMemo()
     memo.value = found.identity
@@ -151,6 +159,28 @@ def verify(
     findings += group_problems(problem for problems in checked for problem in problems)
     summary = summarize(cat, found.identity, found.histories)
     return VerifyReport(summary, tuple(findings), len(selected), deep)
+
+
+def _retention(store: Store, layout: KeyLayout, cat: Catalog, now: float) -> list[Finding]:
+    """Compare the backups recorded with the lifecycle rules; a refusal to show the rules is a warning."""
+    if not cat.backups:
+        return []
+    try:
+        rules = store.lifecycle_rules()
+    except StoreUnavailable:
+        raise
+    except StoreError as exc:  # the archiver and restorer policies grant no bucket configuration
+        message = f"the bucket's lifecycle rules could not be read ({exc.message}): WAL expiry was not compared "
+        return [finding("lifecycle-unreadable", message + "with the backups recorded")]
+    segments = {tl: dict(entries) for tl, entries in cat.segments.items()}
+    times: dict[str, float | None] = {}
+    for wal, _ in cat.backups:
+        assert wal.segment is not None
+        info = segments.get(wal.timeline, {}).get(wal.segment.number(cat.seg_size))
+        times[wal.name[:24]] = None if info is None else info.last_modified
+    return retention_findings(
+        rules, layout, ((wal, info.last_modified) for wal, info in cat.backups), now, segment_times=times
+    )
 
 
 def _sample(cat: Catalog) -> list[tuple[WalName, ObjectInfo]]:

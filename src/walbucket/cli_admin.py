@@ -166,7 +166,7 @@ def _verify(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     with _progress() as progress:
         report = verify(
             store, KeyLayout(settings.prefix), deep=args.deep, jobs=args.jobs or DEFAULT_JOBS,
-            deep_jobs=args.jobs or DEEP_JOBS, progress=progress, work_dir=_work_dir(),
+            deep_jobs=args.jobs or DEEP_JOBS, progress=progress, work_dir=_work_dir(), now=time.time(),
         )  # fmt: skip
     _emit(args, settings, report.to_json(), render_verify(report, _where(settings)))
     errors, warnings = len(report.errors), len(report.warnings)

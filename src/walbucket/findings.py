@@ -64,6 +64,14 @@ FINDINGS: dict[str, tuple[Severity, str]] = {
                        f"again ({_BACKFILL}) from a pg_wal that still has it, or take a new base backup after it"),
     "vanished": ("warning", "the object was listed but was gone when read: a lifecycle rule or a person deleted it"),
     "foreign-object": ("warning", "walbucket did not write these keys and ignores them"),
+    "backup-outlives-wal": ("warning", "a backup history file whose WAL has expired records a backup that can no "
+                            "longer be restored: expire backup history files no later than WAL (walbucket lifecycle "
+                            "--backup-days at most --wal-days), or keep WAL as long as the backups you may restore"),
+    "backup-wal-expiring": ("warning", "no backup recorded in the archive will be restorable once that WAL expires: "
+                            "take a new base backup now, and keep WAL longer than the interval between base "
+                            "backups (walbucket lifecycle --wal-days; docs/retention.md)"),
+    "lifecycle-unreadable": ("warning", "grant s3:GetLifecycleConfiguration on the bucket to whoever runs walbucket "
+                             "verify (walbucket never changes the bucket's configuration)"),
 }  # fmt: skip
 
 

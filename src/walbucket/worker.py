@@ -31,6 +31,15 @@ __all__ = ["Worker", "acquire_lock"]
 
 log = logging.getLogger("walbucket.worker")
 _READY = ".ready"
+_REMEMBER = 4096  # names this worker stored lately: not pushed again while PostgreSQL marks them done
+
+
+def _complete(future: Future[Any], fn: Callable[..., Any], *args: Any) -> None:
+    """Run ``fn`` in this thread and settle ``future`` with its result or exception."""
+    try:
+        future.set_result(fn(*args))
+    except Exception as exc:  # noqa: BLE001 - handed to whoever waits on the future
+        future.set_exception(exc)
 
 
 def acquire_lock(spool: Spool) -> int | None:
@@ -64,6 +73,8 @@ class Worker:
         self.pool = ThreadPoolExecutor(settings.async_workers, thread_name_prefix="transfer")
         self._lock = threading.Lock()
         self._pushes: dict[str, tuple[Future[Any], int]] = {}
+        self._stored: dict[str, None] = {}  # insertion-ordered set, oldest first
+        self._pg_wal: Path | None = None
         self._gets: dict[str, Future[Any]] = {}
         self._connections = 0
         self._last_activity = time.monotonic()
@@ -147,14 +158,15 @@ class Worker:
     # archiving ------------------------------------------------------------------------------------------------
 
     def _push_request(self, path: Path) -> dict[str, Any]:
-        future = self._submit_push(path.name, path, lookahead=False)
-        self._look_ahead(path)
-        outcome = future.result()
+        self._pg_wal = path.parent
+        self._look_ahead()
+        outcome = self._submit_push(path.name, path, lookahead=False).result()
         if isinstance(outcome, Uploaded):
             return {"status": "ok", "outcome": "archived", "size": outcome.size, "stored": outcome.stored_size}
         return {"status": "ok", "outcome": "duplicate", "size": outcome.size}
 
     def _submit_push(self, name: str, path: Path, *, lookahead: bool) -> Future[Any]:
+        """Queue a look-ahead upload, or run the one PostgreSQL waits for right here, ahead of the queue."""
         with self._lock:
             running = self._pushes.get(name)
             if running is not None:
@@ -163,15 +175,25 @@ class Worker:
                 size = path.stat().st_size
             except OSError:
                 size = 0
-            future = self.pool.submit(self._push_task, name, path, lookahead)
+            future: Future[Any] = self.pool.submit(self._push_task, name, path, True) if lookahead else Future()
             self._pushes[name] = (future, size)
-        future.add_done_callback(lambda _f: self._forget_push(name))
+        future.add_done_callback(lambda _f: self._forget_push(name, _f))
+        if not lookahead:
+            _complete(future, self._push_task, name, path, False)
         return future
 
-    def _forget_push(self, name: str) -> None:
+    def _forget_push(self, name: str, future: Future[Any]) -> None:
         with self._lock:
             self._pushes.pop(name, None)
+            if not future.exception():
+                self._stored[name] = None
+                while len(self._stored) > _REMEMBER:
+                    del self._stored[next(iter(self._stored))]
             self._last_activity = time.monotonic()
+        try:  # keep the pipeline full while PostgreSQL has ready files (on the pool: no recursion here)
+            self.pool.submit(self._look_ahead)
+        except RuntimeError:  # the pool is shutting down
+            return
 
     def _push_task(self, name: str, path: Path, lookahead: bool) -> Uploaded | AlreadyArchived:
         started = time.monotonic()
@@ -194,28 +216,28 @@ class Worker:
                 self._options = self._make_options()
             return self._options
 
-    def _look_ahead(self, requested: Path) -> None:
+    def _look_ahead(self) -> None:
         """Queue the files PostgreSQL has marked ready, oldest first, within the look-ahead and byte limits."""
-        status_dir = requested.parent / "archive_status"
+        pg_wal = self._pg_wal
+        if pg_wal is None:
+            return
         try:
-            ready = [n[: -len(_READY)] for n in os.listdir(status_dir) if n.endswith(_READY)]
+            ready = [n[: -len(_READY)] for n in os.listdir(pg_wal / "archive_status") if n.endswith(_READY)]
         except OSError:
             return
         ready.sort(key=lambda n: (not n.endswith(".history"), n))  # history files first, as PostgreSQL does
-        scheduled = 0
+        with self._lock:
+            queued = len(self._pushes)
+            skip = set(self._pushes) | set(self._stored)
         for name in ready:
-            if scheduled >= self.settings.async_lookahead or self._queued_bytes() >= self.settings.async_queue_bytes:
+            if queued >= self.settings.async_lookahead or self._queued_bytes() >= self.settings.async_queue_bytes:
                 break
-            if name == requested.name or parse_wal_name(name) is None:
+            if name in skip or parse_wal_name(name) is None:
                 continue
             if any((self.spool.archive_dir / f"{name}{s}").exists() for s in (".ok", ".error")):
                 continue
-            path = requested.parent / name
-            with self._lock:
-                if name in self._pushes:
-                    continue
-            self._submit_push(name, path, lookahead=True)
-            scheduled += 1
+            self._submit_push(name, pg_wal / name, lookahead=True)
+            queued += 1
 
     def _queued_bytes(self) -> int:
         with self._lock:
@@ -224,21 +246,25 @@ class Worker:
     # restoring ------------------------------------------------------------------------------------------------
 
     def _get_request(self, name: str) -> dict[str, Any]:
-        future = self._submit_get(name)
-        self._prefetch(name)
-        outcome = future.result()
+        outcome = self._submit_get(name, requested=True).result()
         if isinstance(outcome, Missing):
+            # the archive ends here: prefetching what follows would add lookahead GETs (all 404) to every
+            # not-available answer, and compete with the answer itself for the transfer threads
             return {"status": "missing"}
+        self._prefetch(name)
         return {"status": "ok", "size": outcome.size, "stored": outcome.stored_size, "partial": outcome.from_partial}
 
-    def _submit_get(self, name: str) -> Future[Any]:
+    def _submit_get(self, name: str, *, requested: bool = False) -> Future[Any]:
+        """Queue a prefetch, or fetch the file PostgreSQL waits for right here, ahead of the queue."""
         with self._lock:
             running = self._gets.get(name)
             if running is not None and not (running.done() and not self.spool.prefetched(name).exists()):
                 return running
-            future = self.pool.submit(self._get_task, name)
+            future: Future[Any] = Future() if requested else self.pool.submit(self._get_task, name)
             self._gets[name] = future
-            return future
+        if requested:
+            _complete(future, self._get_task, name)
+        return future
 
     def _get_task(self, name: str) -> Restored | Missing:
         if self.spool.prefetched(name).exists():

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from .protocol import ObjectInfo, StoredObject
+from .protocol import LifecycleRules, ObjectInfo, StoredObject
 
 __all__ = ["MemoryStore"]
 
@@ -16,6 +17,7 @@ class _Entry:
     body: bytes
     metadata: dict[str, str]
     tags: dict[str, str]
+    modified: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -23,6 +25,7 @@ class MemoryStore:
     honours_conditions: bool = True
     objects: dict[str, _Entry] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    lifecycle: LifecycleRules | None = None  # the bucket's lifecycle rules; None: no configuration
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _info(self, key: str, entry: _Entry) -> ObjectInfo:
@@ -59,9 +62,14 @@ class MemoryStore:
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         self.requests.append(("list", prefix))
         for key in sorted(k for k in self.objects if k.startswith(prefix)):
-            yield ObjectInfo(key, len(self.objects[key].body))
+            entry = self.objects[key]
+            yield ObjectInfo(key, len(entry.body), last_modified=entry.modified)
 
     def list_prefixes(self, prefix: str) -> Iterator[str]:
         self.requests.append(("list_prefixes", prefix))
         rests = (k[len(prefix) :] for k in list(self.objects) if k.startswith(prefix))
         yield from sorted({prefix + rest.split("/", 1)[0] + "/" for rest in rests if "/" in rest})
+
+    def lifecycle_rules(self) -> LifecycleRules | None:
+        self.requests.append(("lifecycle_rules", ""))
+        return None if self.lifecycle is None else [dict(rule) for rule in self.lifecycle]

@@ -9,16 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["ObjectInfo", "Store", "StoredObject"]
+__all__ = ["LifecycleRules", "ObjectInfo", "Store", "StoredObject"]
+
+# A bucket's lifecycle rules as S3 stores them (the ``Rules`` of GetBucketLifecycleConfiguration).
+LifecycleRules = list[dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
+    """An object's key and stored size; ``metadata`` where read, ``last_modified`` where listed.
+
+    ``last_modified`` (POSIX seconds, the object's upload) is an observation of the store, not part of the object's
+    identity: it takes no part in comparisons.
+    """
+
     key: str
     size: int
     metadata: Mapping[str, str] = field(default_factory=dict)
+    last_modified: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +64,7 @@ class Store(Protocol):
         ...
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Yield every object whose key starts with ``prefix``, in key order (metadata is not filled in)."""
+        """Yield every object whose key starts with ``prefix``, in key order, with its upload time (no metadata)."""
         ...
 
     def list_prefixes(self, prefix: str) -> Iterator[str]:
@@ -62,5 +72,12 @@ class Store(Protocol):
 
         One level of "directories" below ``prefix`` (S3's CommonPrefixes for Delimiter='/'), so that callers can
         list a large prefix in parallel, one sub-prefix per request stream. Keys without a further '/' are skipped.
+        """
+        ...
+
+    def lifecycle_rules(self) -> LifecycleRules | None:
+        """Return the bucket's lifecycle rules, or None when the bucket has none (no lifecycle configuration).
+
+        Read-only: walbucket never changes a bucket's configuration.
         """
         ...

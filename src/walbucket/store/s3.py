@@ -30,7 +30,7 @@ from botocore.exceptions import (
 )
 
 from ..errors import ConditionalWritesUnsupported, ConfigError, IntegrityError, StoreError, StoreUnavailable
-from .protocol import ObjectInfo, StoredObject
+from .protocol import LifecycleRules, ObjectInfo, StoredObject
 
 __all__ = ["S3Store", "retry_policy"]
 
@@ -45,6 +45,7 @@ _TRANSIENT = {
     "OperationAborted", "BadDigest", "XAmzContentSHA256Mismatch",
 }  # fmt: skip
 _NOT_IMPLEMENTED = {"NotImplemented", "501"}
+_NO_LIFECYCLE = "NoSuchLifecycleConfiguration"
 
 
 class _Transient(Exception):
@@ -202,7 +203,7 @@ class S3Store:
 
             page = self._call(prefix, page_request)
             for item in page.get("Contents", []):
-                yield ObjectInfo(item["Key"], int(item["Size"]))
+                yield ObjectInfo(item["Key"], int(item["Size"]), last_modified=_posix(item.get("LastModified")))
             if not page.get("IsTruncated"):
                 return
             token = page["NextContinuationToken"]
@@ -221,6 +222,18 @@ class S3Store:
             if not page.get("IsTruncated"):
                 return
             token = page["NextContinuationToken"]
+
+    def lifecycle_rules(self) -> LifecycleRules | None:
+        def request() -> LifecycleRules | None:
+            try:
+                response = self._client.get_bucket_lifecycle_configuration(Bucket=self._bucket)
+            except ClientError as exc:
+                if _code(exc)[0] == _NO_LIFECYCLE:
+                    return None
+                raise
+            return [dict(rule) for rule in response.get("Rules", [])]
+
+        return self._call(f"lifecycle configuration of bucket {self._bucket}", request)
 
     def create(self, key: str, body: bytes, metadata: Mapping[str, str], tags: Mapping[str, str]) -> bool:
         return self._write(key, body, metadata, tags, conditional=True)
@@ -278,6 +291,11 @@ class S3Store:
             except Exception:  # noqa: BLE001 - best effort; the lifecycle rule removes what is left
                 log.debug("could not abort multipart upload of '%s'", key)
             raise
+
+
+def _posix(value: Any) -> float | None:
+    """Return a listing's LastModified (a datetime, as botocore parses it) in POSIX seconds."""
+    return None if value is None else float(value.timestamp())
 
 
 def _b64sha256(data: bytes | memoryview) -> str:
