@@ -19,6 +19,7 @@ import pytest
 from conftest import run_walbucket
 from lab_pg import PGBIN, PgCluster, PgLab, archive_command, wait_for
 from lab_s3 import MotoServer
+from walbucket.check import psql_switch_wal
 
 pytestmark = pytest.mark.postgres
 
@@ -131,6 +132,11 @@ def test_check_against_the_new_primary_switches_wal_and_sees_it_archived(failove
         "local cluster": "OK", "archiving": "OK",
     }  # fmt: skip
     assert items[-1]["detail"].startswith("'00000002")
+
+    # an idle server: without the record written first, pg_switch_wal() switches nothing and names an old segment
+    first = psql_switch_wal(str(PGBIN / "psql"), new.conninfo())
+    second = psql_switch_wal(str(PGBIN / "psql"), new.conninfo())
+    assert first.startswith("00000002") and second > first
 
     code, doc, _ = walbucket_json(["check", "--pgdata", str(failover.old.data_dir)], failover)
     assert code == 0, "the old primary is the same cluster: same system id"

@@ -422,6 +422,37 @@ def test_the_fast_paths_of_push_and_get_import_neither_boto3_nor_botocore(
     assert cluster.worker_pid() == worker
 
 
+def test_a_settings_file_setup_is_answered_by_the_fast_path_without_the_full_command_line(
+    make_cluster: Callable[..., Cluster], s3_client: Any, bucket: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "walbucket.toml"
+    config.write_text(
+        f"# as docs/async.md shows it\nasync = true\nspool_dir = '{tmp_path / 'spool'}'  # private\nasync_wait = 60\n"
+    )
+    cluster = make_cluster(WALBUCKET_CONFIG=str(config))
+    for name in ("WALBUCKET_ASYNC", "WALBUCKET_SPOOL_DIR", "WALBUCKET_ASYNC_WAIT"):
+        del cluster.env[name]  # from the file only (an empty variable would unset the file's setting)
+    names = [seg(n) for n in range(1, 4)]
+    archive_segments(cluster, names, s3_client, bucket)
+    wait_for(lambda: cluster.ack(names[1]).exists(), 30, f"the acknowledgement of {names[1]}")
+
+    for name, answer in [(names[1], "stored ahead by the async worker"), (names[2], "")]:
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", str(WALBUCKET), "push", f"pg_wal/{name}"],
+            cwd=cluster.data_dir, env=cluster.env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        imported = {line.rpartition("|")[2].strip() for line in result.stderr.splitlines() if "|" in line}
+        assert "walbucket.fastpath" in imported
+        assert not imported & {"walbucket.cli", "walbucket.settings", "argparse", "tomllib", *HEAVY_MODULES}
+        assert f"walbucket push {name}: " in result.stderr and answer in result.stderr
+
+    config.write_text(config.read_text() + "[a_table]\n")  # not flat: the full command reads it, and refuses it
+    result = cluster.push(names[0])
+    assert result.returncode == 3, result.stderr
+    assert "unknown setting 'a_table'" in result.stderr
+
+
 # --- get ----------------------------------------------------------------------------------------------------------
 
 
@@ -491,6 +522,34 @@ def test_get_restores_through_the_worker_and_serves_the_next_segments_from_the_p
     assert beyond.returncode == 0, beyond.stderr
     assert f"walbucket get {names[1 + lookahead]}: restored 16.0 MiB from the prefetch spool in " in beyond.stderr
     assert standby.restored.read_bytes() == contents[names[1 + lookahead]]
+
+
+def test_a_prefetch_never_takes_a_partial_only_the_requested_segment_may(
+    make_cluster: Callable[..., Cluster], s3_client: Any, bucket: str
+) -> None:
+    primary = make_cluster("primary")
+    first, second = seg(1), seg(2)
+    archive_segments(primary, [first], s3_client, bucket)
+    partial = primary.ready(second + ".partial", segment_bytes(second, fill=b"partial"))
+    assert primary.push(partial.name).returncode == 0
+    standby = make_cluster("restored", WALBUCKET_RESTORE_PARTIAL="on", WALBUCKET_ASYNC_LOOKAHEAD="2")
+    assert standby.get(first).returncode == 0  # and the worker prefetches the second: only its .partial exists
+    worker = standby.running_worker()
+    primary.ready(second, segment_bytes(second, fill=b"complete"))  # the old primary archives the full segment
+    assert primary.push(second).returncode == 0
+    assert standby.prefetched() == [], "a prefetch took the .partial while the full segment was missing"
+
+    restored = standby.get(second)
+    assert restored.returncode == 0, restored.stderr
+    assert standby.restored.read_bytes() == segment_bytes(second, fill=b"complete")
+    assert standby.worker_pid() == worker
+
+    third = seg(3)
+    partial = primary.ready(third + ".partial", segment_bytes(third, fill=b"partial"))
+    assert primary.push(partial.name).returncode == 0
+    taken = standby.get(third)  # requested, and only the .partial is archived: restore_partial answers it
+    assert taken.returncode == 0, taken.stderr
+    assert standby.restored.read_bytes() == segment_bytes(third, fill=b"partial")
 
 
 def test_get_of_a_name_not_in_the_archive_exits_1_through_the_worker_and_restores_nothing(

@@ -24,6 +24,7 @@ import zstandard
 import walbucket
 from conftest import run_walbucket
 from lab_s3 import SECRET_KEY, free_port
+from walbucket import cli
 from walfactory import SEG_SIZE, SYSTEM_ID, history_file, segment_bytes
 
 SEG1 = "000000010000000000000001"
@@ -137,6 +138,11 @@ def test_version_prints_the_package_version(wb_env: dict[str, str]) -> None:
         (["archive", SEG1], 2, "invalid choice: 'archive'"),
         (["get", SEG1], 202, "the following arguments are required: DEST"),
         (["get", SEG1, "RECOVERYXLOG", "extra"], 202, "unrecognized arguments: extra"),
+        (["-v", "get", SEG1], 202, "the following arguments are required: DEST"),
+        (["--config", "wb.toml", "get", SEG1], 202, "the following arguments are required: DEST"),
+        (["push", "get", "extra"], 2, "unrecognized arguments: extra"),  # the command is the first word, not any
+        (["--config", "get", "push"], 2, "the following arguments are required: WAL_PATH"),
+        (["--conf", "get", "push"], 2, "the following arguments are required: WAL_PATH"),
     ],
 )
 def test_bad_arguments_are_usage_errors(wb_env: dict[str, str], args: list[str], code: int, message: str) -> None:
@@ -145,6 +151,27 @@ def test_bad_arguments_are_usage_errors(wb_env: dict[str, str], args: list[str],
     assert result.returncode == code, result.stderr
     assert message in result.stderr
     assert "(walbucket --help lists the commands)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "subject"),
+    [(["push", f"pg_wal/{SEG1}"], 70, f"push {SEG1}"), (["get", SEG1, "RECOVERYXLOG"], 250, f"get {SEG1}")],
+    ids=["push", "get"],
+)
+def test_a_bug_exits_70_for_push_and_250_for_get_with_an_internal_error_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], code: int,
+    subject: str,
+) -> None:  # fmt: skip
+    def bug(_args: object, _settings: object) -> tuple[str, int]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(cli.COMMANDS, args[0], bug)  # no real bug to trigger: the command table is the seam
+    monkeypatch.chdir(tmp_path)
+
+    assert cli.main(args, {"WALBUCKET_BUCKET": "wal-archive", "HOME": str(tmp_path)}) == code
+    assert capsys.readouterr().err.splitlines() == [
+        f"walbucket {subject}: ERROR: internal error: RuntimeError('a bug') (exit {code})"
+    ]
 
 
 # --- push: success -------------------------------------------------------------------------------------------------

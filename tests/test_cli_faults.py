@@ -30,6 +30,7 @@ SEG1 = "000000010000000000000001"
 SEG2 = "000000010000000000000002"
 PROBE_KEY = "test/probe/conditional-write"
 KEY1 = f"test/wal/{SEG1[:16]}/{SEG1}"
+KEY2 = f"test/wal/{SEG2[:16]}/{SEG2}"
 RACERS = 16
 FALLBACK_WARNING = (
     f"walbucket: WARNING: '{SEG1}': endpoint ignores conditional writes; HEAD-then-PUT is not safe against a racing "
@@ -126,6 +127,35 @@ def test_an_endpoint_answering_501_to_if_none_match_is_detected_as_unsupported(
         assert KEY1 in bucket_keys()
     else:
         assert bucket_keys() == []  # the probe itself was refused
+
+
+@pytest.mark.parametrize(("mode", "code"), [("auto", 0), ("required", 9)])
+def test_an_endpoint_remembered_as_honouring_that_starts_answering_501(
+    env: dict[str, str], proxy: FaultProxy, data_dir: Path, wal_file: Callable[..., Path], bucket: str,
+    bucket_keys: Callable[[], list[str]], mode: str, code: int,
+) -> None:  # fmt: skip
+    env = {**env, "WALBUCKET_CONDITIONAL_WRITES": mode}
+    assert run_walbucket(["push", str(wal_file(SEG1))], env, data_dir).returncode == 0
+    endpoint = f"{proxy.url}/{bucket}"
+    assert remembered(env) == {endpoint: True}
+    proxy.reject_if_none_match = True  # a proxy put in front of the store, say
+
+    result = run_walbucket(["push", str(wal_file(SEG2))], env, data_dir)
+
+    assert result.returncode == code, result.stderr
+    if mode == "auto":  # remembered, and the same push made once more with HEAD-then-PUT
+        assert statuses(proxy, "PUT", KEY2) == [501, 200]
+        assert FALLBACK_WARNING.replace(SEG1, SEG2) in result.stderr.splitlines()
+        assert remembered(env) == {endpoint: False}
+        assert KEY2 in bucket_keys()
+    else:
+        assert statuses(proxy, "PUT", KEY2) == [501]
+        assert (
+            f"walbucket push {SEG2}: ERROR: the endpoint rejects conditional writes (If-None-Match) for '{KEY2}' "
+            "(exit 9)"
+        ) in result.stderr.splitlines()
+        assert remembered(env) == {endpoint: True}
+        assert KEY2 not in bucket_keys()
 
 
 def test_conditional_writes_off_never_sends_if_none_match(
@@ -243,6 +273,8 @@ def test_a_corrupted_download_exits_210_and_leaves_no_file(
 
     assert result.returncode == 210, result.stderr
     assert re.search(rf"^walbucket get {SEG1}: ERROR: .*'{KEY1}'.* \(exit 210\)$", result.stderr, re.MULTILINE)
+    assert len(statuses(proxy, "GET", KEY1)) == 2  # a transfer can be damaged once: read again before giving up
+    assert re.search(r"^walbucket: WARNING: .*; reading it once more$", result.stderr, re.MULTILINE)
     assert not dest.exists()
     assert sorted(os.listdir(dest.parent)) == [SEG1]  # no temporary file left behind
 

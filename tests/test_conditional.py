@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from walbucket.conditional import PROBE_BODY, conditional_writes_usable, probe_conditional_writes
+from walbucket.conditional import (
+    PROBE_BODY,
+    conditional_writes_usable,
+    probe_conditional_writes,
+    remember_unsupported,
+)
 from walbucket.errors import ConditionalWritesUnsupported
 from walbucket.keylayout import KeyLayout
 from walbucket.store.memory import MemoryStore
@@ -158,3 +163,21 @@ def test_a_state_dir_that_cannot_be_created_costs_only_a_probe(tmp_path: Path) -
 def test_no_temporary_file_is_left_in_the_state_dir(tmp_path: Path) -> None:
     conditional_writes_usable("auto", MemoryStore(), LAYOUT, ENDPOINT, tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["conditional-writes.json"]
+
+
+def test_a_rejection_after_a_yes_is_remembered_as_no(tmp_path: Path) -> None:
+    other = "http://127.0.0.1:9000/other-bucket"
+    conditional_writes_usable("auto", MemoryStore(), LAYOUT, ENDPOINT, tmp_path)
+    conditional_writes_usable("auto", MemoryStore(), LAYOUT, other, tmp_path)
+    remember_unsupported(ENDPOINT, tmp_path)
+    assert cache_of(tmp_path) == {ENDPOINT: False, other: True}
+    store = MemoryStore()
+    assert conditional_writes_usable("auto", store, LAYOUT, ENDPOINT, tmp_path) is False
+    with pytest.raises(ConditionalWritesUnsupported):
+        conditional_writes_usable("required", store, LAYOUT, ENDPOINT, tmp_path)
+    assert store.requests == []
+
+
+def test_remembering_without_a_state_dir_does_nothing(tmp_path: Path) -> None:
+    remember_unsupported(ENDPOINT, None)
+    assert list(tmp_path.iterdir()) == []

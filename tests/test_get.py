@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import struct
 from pathlib import Path
 
 import pytest
 
-from walbucket.errors import IdentityMismatch, IntegrityError, UsageError, WalFileError
+from walbucket.errors import DamagedDownload, IdentityMismatch, IntegrityError, UsageError, WalFileError
 from walbucket.get import Missing, Restored, get
 from walbucket.identity import ArchiveIdentity, encode_identity
 from walbucket.keylayout import KeyLayout
 from walbucket.push import IdentityMemo, PushOptions, push
 from walbucket.store.memory import MemoryStore
+from walbucket.store.protocol import StoredObject
+from walbucket.walname import parse_wal_name
 from walfactory import SYSTEM_ID, history_file, segment_bytes
 
 SEG = 1 << 20
@@ -293,6 +296,24 @@ def test_an_object_holding_another_segment_is_an_integrity_error(store: MemorySt
     assert_nothing_written(dest_dir)
 
 
+@pytest.mark.parametrize("name", ["000000010000000000001000", "000000010000000000001000.partial"])
+def test_an_object_under_a_segment_number_beyond_its_log_id_is_an_integrity_error(
+    store: MemoryStore, dest_dir: Path, name: str
+) -> None:
+    # at 1 MiB a log id holds 0x1000 segments: the name aliases 000000010000000100000000, whose bytes these are
+    data = segment_bytes("000000010000000100000000", seg_size=SEG)
+    wal = parse_wal_name(name)
+    assert wal is not None
+    store.put(LAYOUT.key(wal), data, _metadata(data), {})
+    with pytest.raises(IntegrityError) as caught:
+        get(name, dest_dir / "RECOVERYXLOG", store, LAYOUT, data_dir=None)
+    assert caught.value.message == (
+        f"the object for WAL file '{name}' holds a segment of size {SEG}, at which that name does not exist "
+        "(its last 8 hex digits must be below 00001000)"
+    )
+    assert_nothing_written(dest_dir)
+
+
 def test_an_object_that_is_not_wal_is_an_integrity_error(store: MemoryStore, src: Path, dest_dir: Path) -> None:
     data = b"not a WAL segment" * 100
     store.put(FIRST_KEY, data, _metadata(data), {})
@@ -401,3 +422,92 @@ def test_a_full_disk_is_reported_as_a_local_write_failure_not_as_damage(
         get(FIRST, dest, store, LAYOUT, data_dir=None)
     assert caught.value.message == f"cannot write WAL file '{dest}': No space left on device"
     assert_nothing_written(dest_dir)
+
+
+# --- a damaged download is read once more ---------------------------------------------------------------------------
+
+
+class _DamagingStore(MemoryStore):
+    """Hands out a damaged copy of FIRST_KEY for its first ``damaged`` reads: a bad transfer of a good object."""
+
+    def __init__(self, damaged: int, then_gone: bool = False) -> None:
+        super().__init__()
+        self.damaged = damaged
+        self.then_gone = then_gone
+
+    def read(self, key: str) -> StoredObject | None:
+        stored = super().read(key)
+        if stored is None or key != FIRST_KEY:
+            return stored
+        if self.damaged == 0:
+            return None if self.then_gone else stored
+        self.damaged -= 1
+        return StoredObject(stored.info, stored.body[: len(stored.body) // 2])  # a connection cut short
+
+
+@pytest.mark.parametrize("codec", ["none", "zstd", "lz4"])
+def test_a_download_damaged_once_is_read_again_and_restored(
+    src: Path, dest_dir: Path, codec: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="walbucket")
+    store = _DamagingStore(damaged=1)
+    data = archive_segment(store, src, codec=codec)
+    outcome = get(FIRST, dest_dir / FIRST, store, LAYOUT, data_dir=None)
+    assert outcome == Restored(FIRST, FIRST_KEY, SEG, len(store.objects[FIRST_KEY].body), False)
+    assert (dest_dir / FIRST).read_bytes() == data
+    assert store.requests == [("read", FIRST_KEY), ("read", FIRST_KEY), ("read", IDENTITY_KEY)]
+    assert [r.getMessage().endswith("; reading it once more") for r in caplog.records] == [True]
+
+
+def test_a_download_damaged_twice_is_an_integrity_error(src: Path, dest_dir: Path) -> None:
+    store = _DamagingStore(damaged=2)
+    archive_segment(store, src, codec="none")
+    with pytest.raises(IntegrityError) as caught:
+        get(FIRST, dest_dir / FIRST, store, LAYOUT, data_dir=None)
+    assert caught.value.message == (
+        f"WAL file '{FIRST}' from '{FIRST_KEY}' fails its checksum (SHA-256 or size differ from the metadata)"
+    )
+    assert store.requests == [("read", FIRST_KEY), ("read", FIRST_KEY)]
+    assert_nothing_written(dest_dir)
+
+
+def test_an_object_gone_after_a_damaged_download_is_not_reported_missing(src: Path, dest_dir: Path) -> None:
+    store = _DamagingStore(damaged=1, then_gone=True)
+    archive_segment(store, src, codec="none")
+    with pytest.raises(DamagedDownload, match=rf"^WAL file '{FIRST}' from '{FIRST_KEY}' fails its checksum"):
+        get(FIRST, dest_dir / FIRST, store, LAYOUT, data_dir=None)
+    assert_nothing_written(dest_dir)
+
+
+class _ChecksumFailingStore(MemoryStore):
+    """The endpoint's own checksum fails on the first read (S3Store reports botocore's FlexibleChecksumError so)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def read(self, key: str) -> StoredObject | None:
+        if key == FIRST_KEY and not self.failed:
+            self.failed = True
+            self.requests.append(("read", key))
+            raise DamagedDownload(f"object '{key}' fails the endpoint's checksum: expected x, got y")
+        return super().read(key)
+
+
+def test_a_download_failing_the_endpoints_checksum_once_is_read_again(src: Path, dest_dir: Path) -> None:
+    store = _ChecksumFailingStore()
+    data = archive_segment(store, src)
+    assert isinstance(get(FIRST, dest_dir / FIRST, store, LAYOUT, data_dir=None), Restored)
+    assert (dest_dir / FIRST).read_bytes() == data
+    assert store.requests[:2] == [("read", FIRST_KEY), ("read", FIRST_KEY)]
+
+
+def test_an_object_holding_the_wrong_data_is_refused_after_one_read(
+    store: MemoryStore, src: Path, dest_dir: Path
+) -> None:
+    # its checksum matches: reading it again would return the same wrong bytes
+    archive_segment(store, src, "000000010000000000000002")
+    store.objects[FIRST_KEY] = store.objects["pg/wal/0000000100000000/000000010000000000000002"]
+    with pytest.raises(IntegrityError, match="holds another segment's data"):
+        get(FIRST, dest_dir / FIRST, store, LAYOUT, data_dir=None)
+    assert store.requests == [("read", FIRST_KEY)]

@@ -4,7 +4,8 @@ One story, run once for the module, then examined by the tests (docs/high-availa
 
 1. a primary archives (``archive_mode = on``); base backups are taken on timeline 1; standby A (``archive_mode =
    always``, ``restore_command``) and standby B (streaming only, ``archive_mode = on``) follow it;
-2. A is stopped while the primary recycles the WAL A needs; A restarts, catches up from the archive, streams again;
+2. A, still running, loses its connection (its primary_conninfo is pointed at a closed port and reloaded) while the
+   primary recycles the WAL A needs; its primary_conninfo restored, A catches up from the archive and streams again;
 3. under pgbench load the primary and A archive the same segments at the same time;
 4. a restore point, then A is promoted to timeline 2 and stopped in immediate mode before its first checkpoint
    completes; it restarts and writes on timeline 2;
@@ -31,9 +32,9 @@ from typing import Any
 
 import pytest
 
-from lab_pg import PgCluster, PgLab, archive_command, restore_command, wait_for, walbucket_executable
+from lab_pg import SUPERUSER, PgCluster, PgLab, archive_command, restore_command, wait_for, walbucket_executable
 from lab_proxy import FaultProxy
-from lab_s3 import MotoServer
+from lab_s3 import MotoServer, free_port
 from walbucket.keylayout import KeyLayout
 from walbucket.walname import Segment, WalKind, WalName, parse_wal_name
 
@@ -44,6 +45,7 @@ SEG_SIZE = 16 << 20
 TARGET = "ha_before_failover"
 DIFFERENT = "already exists in the archive with different content"
 PUSH_ERROR = re.compile(r"^walbucket push \S+: ERROR", re.MULTILINE)
+PUSHED_OK = ("archived ", "already archived with identical content (duplicate), ")
 MARKERS_SQL = "SELECT coalesce(string_agg(note, ',' ORDER BY id), '') FROM marker"
 ITEMS_SQL = "SELECT count(*) || ':' || md5(string_agg(id || payload, ',' ORDER BY id)) FROM item"
 
@@ -115,13 +117,17 @@ class Story:
     latest: PgCluster  # base backup from timeline 1, recovered with recovery_target_timeline = 'latest'
     at_target: PgCluster  # base backup from timeline 1, recovered to TARGET on timeline 1
     copy: PgCluster  # a copy of the primary's data directory started as a second primary on timeline 1
-    needed: str  # the first segment the stopped standby never received
-    primary_wal_before_restart: list[str]
+    needed: str  # the first segment the disconnected standby never received
+    primary_wal_before_reconnect: list[str]
+    reconnect_log: str  # A's log from the loss of its connection until it streams again
+    standby_pids: tuple[int | None, int | None]  # A's postmaster before the loss of its connection and after
+    streaming_again: tuple[str, str]  # A's wal receiver ('streaming,<sender port>'); A's state on the primary
     items: tuple[str, str]  # the item table on the primary and on A once A streams again
     standby_failed_before_promotion: int
     load_segments: list[str]  # segments the primary and A archived during the pgbench run
     switch_lsn: int  # where timeline 2 branches off timeline 1
     promotion_log: str  # A's log from the promotion to the immediate shutdown
+    partial_files: dict[str, str]  # the .partial A's promotion left in its pg_wal, and its SHA-256
     gets: dict[str, Got]
     history_before_twin: dict[str, Any] | None
     history_after_twin: dict[str, Any] | None
@@ -138,6 +144,18 @@ def _walbucket_get(lab: PgLab, name: str, cwd: Path, env: Mapping[str, str] | No
     dest = lab.base_dir / "scratch" / f"{name}-{len(list((lab.base_dir / 'scratch').iterdir()))}"
     result = lab.run([walbucket_executable(), "get", name, dest], check=False, cwd=cwd, env=env)
     return Got(result.returncode, result.stderr, sha256_file(dest) if dest.exists() else None)
+
+
+def _set_primary_conninfo(standby: PgCluster, conninfo: str) -> None:
+    """Point a running standby elsewhere: PostgreSQL 15 restarts the wal receiver on reload, no server restart."""
+    standby.psql("ALTER SYSTEM SET primary_conninfo = '" + conninfo.replace("'", "''") + "'")
+    standby.scalar("SELECT pg_reload_conf()")
+
+
+def _replication_state(primary: PgCluster, standby: PgCluster) -> str:
+    """The state of ``standby``'s connection in the primary's pg_stat_replication ('none' when it has none)."""
+    sql = f"SELECT coalesce(max(state), 'none') FROM pg_stat_replication WHERE application_name = '{standby.name}'"
+    return primary.scalar(sql)
 
 
 def _insert(node: PgCluster, note: str) -> None:
@@ -207,25 +225,32 @@ def _run_story(lab: PgLab, archive: Archive) -> Story:
     standby.start()
     twin.start()
 
-    # 2. A stops; the primary writes three segments, archives them and recycles them at a checkpoint.
+    # 2. A, running, loses its connection; the primary writes three segments, archives them and recycles them at a
+    #    checkpoint; A's primary_conninfo is restored.
     primary.psql("INSERT INTO item SELECT g, md5(g::text) FROM generate_series(1, 1000) g")
     standby.wait_replayed(primary.current_lsn())
+    wait_for(lambda: _replication_state(primary, standby) == "streaming", 60, "standby A to stream")
     received = lsn(standby.scalar("SELECT pg_last_wal_receive_lsn()"))
     needed = segment_at(1, received).next(SEG_SIZE).name
-    standby.stop()
+    conninfo = standby.scalar("SHOW primary_conninfo")
+    pid_before = standby.postmaster_pid()
+    mark = len(standby.log_text())
+    _set_primary_conninfo(standby, f"host=127.0.0.1 port={free_port()} user={SUPERUSER} connect_timeout=5")
+    wait_for(lambda: _replication_state(primary, standby) == "none", 60, "standby A to lose its connection")
     for first in (2001, 3001, 4001):
         primary.psql(f"INSERT INTO item SELECT g, md5(g::text) FROM generate_series({first}, {first + 998}) g")
         last = primary.switch_wal()
     primary.wait_archived(last)
     primary.psql("CHECKPOINT")
-    primary_wal_before_restart = sorted(p.name for p in primary.wal_dir.iterdir())
-    standby.start()
-    wait_for(
-        lambda: standby.scalar("SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'") == "1",
-        120,
-        "standby A to stream again",
-    )
+    primary_wal_before_reconnect = sorted(p.name for p in primary.wal_dir.iterdir())
+    _set_primary_conninfo(standby, conninfo)
+    receiver_sql = "SELECT status || ',' || sender_port FROM pg_stat_wal_receiver WHERE status = 'streaming'"
+    receiver = wait_for(lambda: standby.psql(receiver_sql), 120, "standby A to stream again")[0][0]
+    wait_for(lambda: _replication_state(primary, standby) == "streaming", 60, "the primary to list A streaming")
+    state = _replication_state(primary, standby)
     standby.wait_replayed(primary.current_lsn())
+    reconnect_log = standby.log_text()[mark:]
+    standby_pids = (pid_before, standby.postmaster_pid())
     items = (primary.scalar(ITEMS_SQL), standby.scalar(ITEMS_SQL))
 
     # 3. Both archive the same segments under load.
@@ -245,6 +270,7 @@ def _run_story(lab: PgLab, archive: Archive) -> Story:
     twin.wait_replayed(end_of_tl1)
     mark = len(standby.log_text())
     standby.promote()
+    partial_files = {p.name: sha256_file(p) for p in standby.wal_dir.glob("00000001*.partial")}
     standby.stop("immediate")
     promotion_log = standby.log_text()[mark:]
     standby.start()
@@ -291,9 +317,10 @@ def _run_story(lab: PgLab, archive: Archive) -> Story:
     copy_etags_after = archive.etags()
 
     return Story(
-        archive, primary, standby, twin, latest, at_target, copy, needed, primary_wal_before_restart, items,
-        standby_failed_before_promotion, load_segments, switch_lsn, promotion_log, gets, history_before_twin,
-        history_after_twin, copy_etags_before, copy_etags_after,
+        archive, primary, standby, twin, latest, at_target, copy, needed, primary_wal_before_reconnect,
+        reconnect_log, standby_pids, (receiver, state), items, standby_failed_before_promotion, load_segments,
+        switch_lsn, promotion_log, partial_files, gets, history_before_twin, history_after_twin, copy_etags_before,
+        copy_etags_after,
     )  # fmt: skip
 
 
@@ -319,15 +346,21 @@ def markers(node: PgCluster) -> list[str]:
 
 
 def test_a_standby_catches_up_from_the_archive_on_wal_its_primary_recycled_then_streams_again(story: Story) -> None:
-    log = story.standby.log_text()
-    assert story.needed not in story.primary_wal_before_restart, "the primary must have recycled the needed segment"
-    assert any(parse_wal_name(n) for n in story.primary_wal_before_restart), story.primary_wal_before_restart
+    log = story.reconnect_log
+    before = story.primary_wal_before_reconnect
+    assert story.needed not in before, "the primary must have recycled the needed segment before A reconnects"
+    assert any(parse_wal_name(n) for n in before), before
+    # The same running server: its wal receiver failed, the startup process turned to restore_command, then streamed.
+    assert story.standby_pids[0] is not None and story.standby_pids[0] == story.standby_pids[1], story.standby_pids
+    assert not re.search(r"starting PostgreSQL|received \w+ shutdown request|database system is shut down", log)
+    lost = log.index("could not connect to the primary server")
     restore = re.search(rf"^walbucket get {story.needed}: restored 16\.0 MiB from .* stored in ", log, re.MULTILINE)
-    assert restore is not None, story.standby.log_tail(80)
+    assert restore is not None and restore.start() > lost, story.standby.log_tail(80)
     assert f'restored log file "{story.needed}" from archive' in log
     assert re.search(r"started streaming WAL from primary at \S+ on timeline 1", log[restore.end() :]), (
         "the standby streams again after the archive"
     )
+    assert story.streaming_again == (f"streaming,{story.primary.port}", "streaming"), story.streaming_again
     on_primary, on_standby = story.items
     assert on_primary == on_standby and on_primary.startswith("3997:"), story.items
 
@@ -351,14 +384,23 @@ def test_promotion_archives_the_history_file_and_the_old_timelines_partial_with_
 
     partial = story.switch_segment.name + ".partial"
     assert [w.name for w in archive.names(WalKind.PARTIAL)] == [partial]
+    assert list(story.partial_files) == [partial], story.partial_files
+    partial_head = archive.head(partial)
+    assert partial_head is not None
+    assert partial_head["metadata"]["walbucket-sha256"] == story.partial_files[partial]
     assert archive.key(partial) == f"{PREFIX}/partial/{partial[:16]}/{partial}"
     assert archive.tags(partial) == {
         "walbucket-kind": "partial", "walbucket-timeline": "1", "walbucket-system-id": system_id,
         "walbucket-pg-version": "15",
     }  # fmt: skip
     first_tl2 = story.switch_segment.on_timeline(2).name
-    assert archive.tags(first_tl2)["walbucket-kind"] == "segment"
-    assert archive.tags(first_tl2)["walbucket-timeline"] == "2"
+    tl2 = [w.name for w in archive.names(WalKind.SEGMENT, timeline=2)]
+    assert tl2 and tl2[0] == first_tl2, tl2
+    for name in tl2:
+        assert archive.tags(name) == {
+            "walbucket-kind": "segment", "walbucket-timeline": "2", "walbucket-system-id": system_id,
+            "walbucket-pg-version": "15",
+        }, name  # fmt: skip
 
 
 def test_writes_continue_on_timeline_2_and_are_archived(story: Story) -> None:
@@ -380,19 +422,18 @@ def test_a_crash_right_after_promotion_loses_nothing_and_conflicts_with_nothing(
     assert "crash recovery starts in timeline 1 and has target timeline 2" in log
 
     assert DIFFERENT not in log and not PUSH_ERROR.search(log), story.standby.log_tail(60)
-    restart = log.index("automatic recovery in progress")
-    after = log[restart:]
-    pushed = set(re.findall(r"^walbucket push (\S+): ", after, re.MULTILINE))
-    assert {"00000002.history", story.switch_segment.name + ".partial"} <= pushed
+    since_promotion = log[log.index("selected new timeline ID: 2") :]
+    pushed = set(re.findall(r"^walbucket push (\S+): ", since_promotion, re.MULTILINE))
     status = story.standby.wal_dir / "archive_status"
     done = {p.name.removesuffix(".done") for p in status.iterdir() if p.name.endswith(".done")}
     in_archive = {w.name for kind in WalKind for w in story.archive.names(kind)}
-    for name in pushed | {n for n in done if n.startswith("00000002")}:
+    promoted = {"00000002.history", story.switch_segment.name + ".partial"}
+    for name in promoted | pushed | {n for n in done if n.startswith("00000002")}:
         assert name in in_archive, name
-    for name in pushed:
-        outcomes = pushes(after, name)
-        assert all(o.startswith(("archived ", "already archived with identical content (duplicate)")) for o in outcomes)
-        assert sum(o.startswith("archived ") for o in pushes(log, name)) <= 1, (name, pushes(log, name))
+    for name in promoted | pushed:
+        outcomes = pushes(log, name)  # whether before the crash, after the restart, or both
+        assert outcomes and all(o.startswith(PUSHED_OK) for o in outcomes), (name, outcomes)
+        assert sum(o.startswith("archived ") for o in outcomes) <= 1, (name, outcomes)
 
 
 # --- 4. point-in-time recovery across timelines --------------------------------------------------------------------
@@ -439,9 +480,24 @@ def test_a_primary_and_an_archiving_standby_push_the_same_segments_without_a_fai
         outcomes = pushes(primary_log, name) + pushes(standby_log, name)
         assert pushes(primary_log, name) and pushes(standby_log, name), (name, outcomes)
         assert sum(o.startswith("archived ") for o in outcomes) == 1, (name, outcomes)
-        assert all(
-            o.startswith(("archived ", "already archived with identical content (duplicate), ")) for o in outcomes
-        )
+        assert all(o.startswith(PUSHED_OK) for o in outcomes), (name, outcomes)
+
+
+def test_the_archiving_standby_itself_pushes_every_timeline_1_segment_it_received(story: Story) -> None:
+    """With archive_mode = always, A's own pushes leave no gap: from the first segment it streamed to the switch."""
+    primary_log, standby_log = story.primary.log_text(), story.standby.log_text()
+    start = re.search(r"started streaming WAL from primary at (\S+) on timeline 1", standby_log)
+    assert start is not None, story.standby.log_tail()
+    first, switch = segment_at(1, lsn(start[1])).number(SEG_SIZE), story.switch_segment.number(SEG_SIZE)
+    received = [Segment.from_number(1, n, SEG_SIZE).name for n in range(first, switch)]
+    assert {story.needed, *story.load_segments} <= set(received), (first, switch)
+    outcomes = {name: pushes(standby_log, name) for name in received}
+    assert [name for name, o in outcomes.items() if not o] == [], "every segment A received, A pushed"
+    for name, by_standby in outcomes.items():
+        assert all(o.startswith(PUSHED_OK) for o in by_standby), (name, by_standby)
+    duplicate = PUSHED_OK[1]
+    duplicates = [n for n in received if any(o.startswith(duplicate) for o in pushes(primary_log, n) + outcomes[n])]
+    assert duplicates, "identical content pushed by the second server is a duplicate, not an error"
 
 
 def test_the_archive_has_no_gap_on_either_timeline_after_the_promotion(story: Story) -> None:

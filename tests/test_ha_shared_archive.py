@@ -138,6 +138,13 @@ def test_sixteen_processes_pushing_one_real_segment_upload_it_once_and_all_succe
     assert sum(line.startswith(duplicate) for line in lines) == RACERS - 1, lines
     keys = sorted(key for key in shared.etags(prefix) if "/probe/" not in key)
     assert keys == [f"{prefix}/identity.json", f"{prefix}/wal/{FIRST_SEGMENT[:16]}/{FIRST_SEGMENT}"]
+    real = hashlib.sha256(shared.segment.read_bytes()).hexdigest()
+    head = shared.client.head_object(Bucket=shared.bucket, Key=f"{prefix}/wal/{FIRST_SEGMENT[:16]}/{FIRST_SEGMENT}")
+    assert head["Metadata"]["walbucket-sha256"] == real
+
+    got, dest = _get(shared, FIRST_SEGMENT, env)
+    assert got.returncode == 0, got.stderr
+    assert dest.read_bytes() == shared.segment.read_bytes()
 
 
 def test_sixteen_processes_pushing_different_content_under_one_name_have_exactly_one_winner(shared: Shared) -> None:

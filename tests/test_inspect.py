@@ -4,6 +4,7 @@ problem with their exact messages and objects, and the parallel listing by prefi
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 
 from walbucket.audit import VerifyReport, show, verify
 from walbucket.errors import IntegrityError
+from walbucket.findings import FINDINGS
 from walbucket.identity import ArchiveIdentity, encode_identity
 from walbucket.inspect import (
     FileSummary,
@@ -248,6 +250,30 @@ def test_the_first_segments_of_a_new_timeline_missing_is_a_start_gap(tmp_path: P
         f"timeline 2 branched off timeline 1 at 0/7000028 but starts at {seg(2, 9)} in the archive: "
         f"missing {seg(2, 7)}..{seg(2, 8)} (2 segments)"
     )
+
+
+def test_a_middle_timeline_without_segments_still_owes_its_successor_the_wal_between_its_switch_points(
+    tmp_path: Path,
+) -> None:
+    archive = Archive()
+    archive.segments(1, range(1, 5))
+    archive.history(2, history_text((1, "0/5000028")))  # promoted in segment 5, archived nothing, promoted again:
+    archive.history(3, history_text((1, "0/5000028"), (2, "0/8000028")))
+    archive.segments(3, range(8, 11))
+    [end] = archive.verify(tmp_path).findings
+    assert (end.code, end.severity, end.count) == ("timeline-end-gap", "error", 3)
+    assert end.objects == (seg(2, 5), seg(2, 6), seg(2, 7))
+    assert end.message == (
+        f"timeline 2 has no segment in the archive, but timeline 3 branched off it at 0/8000028: "
+        f"missing {seg(2, 5)}..{seg(2, 7)} (3 segments)"
+    )
+
+    within = Archive()  # timeline 2 ended in the segment where it began: timeline 3 reads that one itself
+    within.segments(1, range(1, 5))
+    within.history(2, history_text((1, "0/5000028")))
+    within.history(3, history_text((1, "0/5000028"), (2, "0/5000100")))
+    within.segments(3, range(5, 8))
+    assert within.verify(tmp_path).findings == ()
 
 
 def test_wal_older_than_the_oldest_segment_kept_is_expired_not_missing(tmp_path: Path) -> None:
@@ -537,3 +563,9 @@ def test_show_of_an_archive_with_an_unreadable_identity_is_an_integrity_error(tm
     with pytest.raises(IntegrityError, match=r"^archive identity 'p/identity\.json' is unreadable: ") as caught:
         show(archive.store, LAYOUT, work_dir=tmp_path)
     assert caught.value.hint == "walbucket verify lists what else is wrong"
+
+
+def test_every_finding_code_is_documented_with_its_severity() -> None:
+    table = (Path(__file__).resolve().parent.parent / "docs" / "inspect.md").read_text()
+    documented = dict(re.findall(r"^\| `([a-z-]+)` \| (error|warning) \|", table, flags=re.MULTILINE))
+    assert documented == {code: severity for code, (severity, _hint) in FINDINGS.items()}

@@ -11,10 +11,19 @@ from pathlib import Path
 import pytest
 
 from walbucket.codecs import CODECS
-from walbucket.errors import ArchiveConflict, IdentityMismatch, IntegrityError, StoreError, UsageError, WalFileError
+from walbucket.errors import (
+    ArchiveConflict,
+    ConditionalWritesUnsupported,
+    IdentityMismatch,
+    IntegrityError,
+    StoreError,
+    UsageError,
+    WalFileError,
+)
 from walbucket.identity import ArchiveIdentity, decode_identity, encode_identity
 from walbucket.keylayout import KeyLayout
 from walbucket.push import AlreadyArchived, IdentityMemo, PushOptions, Uploaded, load_identity, push
+from walbucket.settings import Settings
 from walbucket.store.memory import MemoryStore
 from walbucket.store.protocol import ObjectInfo, StoredObject
 from walfactory import SYSTEM_ID, history_file, segment_bytes
@@ -318,6 +327,30 @@ def test_a_segment_renamed_from_another_is_refused(
     assert store.objects == {}
 
 
+@pytest.mark.parametrize(
+    ("name", "content_of", "seg_size", "limit"),
+    [
+        ("000000010000000000000100", "000000010000000100000000", 16 << 20, "00000100"),
+        ("000000010000000000001000", "000000010000000100000000", SEG, "00001000"),
+        ("000000010000000000001000.partial", "000000010000000100000000", SEG, "00001000"),
+        ("0000000100000000FFFFFFFF", "0000000100000000FFFFFFFF", SEG, "00001000"),
+    ],
+)
+def test_a_segment_number_beyond_the_last_of_a_log_id_is_refused(
+    store: MemoryStore, wal_dir: Path, name: str, content_of: str, seg_size: int, limit: str
+) -> None:
+    # the first rows carry the real bytes of another segment, whose page address equals the bogus name's start LSN
+    path = text_file(wal_dir, name, segment_bytes(content_of, seg_size=seg_size))
+    with pytest.raises(WalFileError) as caught:
+        push(path, store, LAYOUT, PushOptions())
+    assert caught.value.message == (
+        f"WAL file '{name}' is not a segment name at segment size {seg_size}: "
+        f"its last 8 hex digits must be below {limit}"
+    )
+    assert caught.value.hint == "the file was renamed or copied under a wrong name"
+    assert (store.objects, store.requests) == ({}, [])
+
+
 def test_a_page_timeline_above_the_names_timeline_is_refused(store: MemoryStore, wal_dir: Path) -> None:
     path = segment(wal_dir, FIRST, page_timeline=2)
     with pytest.raises(WalFileError) as caught:
@@ -570,3 +603,76 @@ def test_a_file_whose_size_changes_while_read_is_refused(store: MemoryStore, wal
     ):
         push(path, store, LAYOUT, PushOptions(codec, 0))
     assert store.objects == {}
+
+
+def test_push_options_default_to_the_settings_defaults() -> None:
+    defaults = Settings(bucket="wal-b1")
+    assert (PushOptions().codec, PushOptions().level) == (defaults.compression, defaults.level) == ("zstd", 1)
+
+
+# --- an endpoint that rejects If-None-Match after all ---------------------------------------------------------------
+
+
+class _RejectingStore(MemoryStore):
+    """Answers every conditional create with 501 NotImplemented, as S3Store reports it; nothing is written."""
+
+    def create(self, key: str, body: bytes, metadata: Mapping[str, str], tags: Mapping[str, str]) -> bool:
+        self.requests.append(("create", key))
+        raise ConditionalWritesUnsupported(f"the endpoint rejects conditional writes (If-None-Match) for '{key}'")
+
+
+@pytest.fixture
+def rejecting() -> _RejectingStore:
+    """An archive whose identity exists, on an endpoint that was probed as honouring conditions and now rejects them."""
+    store = _RejectingStore()
+    store.put(IDENTITY_KEY, encode_identity(ArchiveIdentity(SYSTEM_ID, 15, SEG)), {}, {})
+    store.requests.clear()
+    return store
+
+
+def test_a_rejected_conditional_write_with_a_fallback_is_remembered_and_pushed_with_head_then_put(
+    rejecting: _RejectingStore, wal_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="walbucket")
+    fallbacks: list[str] = []
+    options = PushOptions(fallback=lambda: fallbacks.append("remembered"))
+    outcome = push(segment(wal_dir, FIRST), rejecting, LAYOUT, options)
+    key = "pg/wal/0000000100000000/000000010000000000000001"
+    assert outcome == Uploaded(FIRST, key, SEG, len(rejecting.objects[key].body), "zstd", False)
+    assert fallbacks == ["remembered"]
+    assert rejecting.requests == [
+        ("read", IDENTITY_KEY),
+        ("create", key),
+        ("read", IDENTITY_KEY),
+        ("head", key),
+        ("put", key),
+    ]
+    assert f"'{FIRST}': endpoint ignores conditional writes; HEAD-then-PUT is not safe" in caplog.text
+
+
+def test_the_fallback_still_refuses_different_content(rejecting: _RejectingStore, wal_dir: Path) -> None:
+    key = "pg/wal/0000000100000000/000000010000000000000001"
+    rejecting.put(key, b"archived", {"walbucket-sha256": "0" * 64}, {})
+    with pytest.raises(ArchiveConflict):
+        push(segment(wal_dir, FIRST), rejecting, LAYOUT, PushOptions(fallback=lambda: None))
+    assert rejecting.objects[key].body == b"archived"
+
+
+def test_a_rejected_conditional_write_without_a_fallback_is_raised(rejecting: _RejectingStore, wal_dir: Path) -> None:
+    with pytest.raises(ConditionalWritesUnsupported) as caught:
+        push(segment(wal_dir, FIRST), rejecting, LAYOUT, PushOptions())
+    key = "pg/wal/0000000100000000/000000010000000000000001"
+    assert caught.value.message == f"the endpoint rejects conditional writes (If-None-Match) for '{key}'"
+    assert list(rejecting.objects) == [IDENTITY_KEY]
+
+
+def test_a_rejected_identity_create_falls_back_too(wal_dir: Path) -> None:
+    store = _RejectingStore()
+    outcome = push(segment(wal_dir, FIRST), store, LAYOUT, PushOptions(fallback=lambda: None))
+    assert isinstance(outcome, Uploaded) and outcome.conditional is False
+    assert stored_identity(store) == ArchiveIdentity(SYSTEM_ID, 15, SEG)
+    assert [r for r in store.requests if r[0] in ("create", "put")] == [
+        ("create", IDENTITY_KEY),
+        ("put", IDENTITY_KEY),
+        ("put", "pg/wal/0000000100000000/000000010000000000000001"),
+    ]

@@ -52,6 +52,10 @@ def tag(key: str, value: str) -> dict[str, str]:
     return {"Key": key, "Value": value}
 
 
+def at(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=timezone.utc).timestamp()
+
+
 @pytest.mark.parametrize(
     ("rules", "expected"),
     [
@@ -98,9 +102,6 @@ def test_the_enabled_rule_with_the_fewest_days_that_can_match_the_key_expires_it
     ],
 )
 def test_expiry_is_upload_plus_days_rounded_up_to_midnight_utc(uploaded: str, days: int, expires: str) -> None:
-    def at(text: str) -> float:
-        return datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=timezone.utc).timestamp()
-
     assert expiry_time(at(uploaded), days) == at(expires)
 
 
@@ -108,93 +109,163 @@ def policy(**days: int) -> list[dict[str, Any]]:
     return list(lifecycle_configuration(KeyLayout("p"), RetentionPolicy(**days))["Rules"])
 
 
+NEWER_START = "000000010000000000000009"
+N0 = T0 + 7 * DAY  # NEWER taken 2024-05-08 10:30
+LISTED = {START: T0 - 600, NEWER_START: N0 - 600}  # each first segment uploaded 10 minutes before its .backup file
+TAKEN = f"({BACKUP}, taken 2024-05-01 10:30 UTC)"
+NEWER_TAKEN = f"({NEWER}, taken 2024-05-08 10:30 UTC)"
+SEGMENT_RULE = "rule 'walbucket-segment:p'"
+
 OUTLIVES_14_30 = (
-    "the lifecycle expires WAL after 14 days (rule 'walbucket-segment:p') but keeps backup history files for 30 "
-    f"days (rule 'walbucket-backup:p'): the oldest backup recorded ({BACKUP}, taken 2024-05-01 10:30 UTC) needs WAL "
-    f"from {START}, which expires on 2024-05-16 00:00 UTC"
+    f"the oldest backup recorded {TAKEN} needs WAL from {START}, which expires on 2024-05-16 00:00 UTC "
+    f"({SEGMENT_RULE}, 14 days), but its backup history file stays until 2024-06-01 00:00 UTC "
+    "(rule 'walbucket-backup:p', 30 days)"
 )
 NEVER = (
-    "the lifecycle expires WAL after 14 days (rule 'walbucket-segment:p') but does not expire backup history files: "
-    f"the oldest backup recorded ({BACKUP}, taken 2024-05-01 10:30 UTC) needs WAL from {START}, which expired on "
-    "2024-05-16 00:00 UTC"
+    f"the oldest backup recorded {TAKEN} needs WAL from {START}, which expired on 2024-05-16 00:00 UTC "
+    f"({SEGMENT_RULE}, 14 days), but no rule expires its backup history file"
+)
+NEVER_NEXT = (
+    f"the oldest backup recorded with its WAL {NEWER_TAKEN} needs WAL from {NEWER_START}, which expires on "
+    f"2024-05-23 00:00 UTC ({SEGMENT_RULE}, 14 days), but no rule expires its backup history file"
 )
 ONLY = (
-    "the lifecycle expires WAL after 14 days (rule 'walbucket-segment:p'), but the only backup recorded "
-    f"({BACKUP}, taken 2024-05-01 10:30 UTC) needs WAL from {START}, which expires on 2024-05-16 00:00 UTC"
+    f"the lifecycle expires WAL after 14 days ({SEGMENT_RULE}), but the only backup recorded {TAKEN} needs WAL "
+    f"from {START}, which expires on 2024-05-16 00:00 UTC"
 )
 NEWEST = (
-    "the lifecycle expires WAL after 14 days (rule 'walbucket-segment:p'), but the newest of the 2 backups recorded "
-    f"({NEWER}, taken 2024-05-08 10:30 UTC) needs WAL from 000000010000000000000009, which expired on "
-    "2024-05-23 00:00 UTC"
+    f"the lifecycle expires WAL after 14 days ({SEGMENT_RULE}), but the newest of the 2 backups recorded "
+    f"{NEWER_TAKEN} needs WAL from {NEWER_START}, which expired on 2024-05-23 00:00 UTC"
 )
+RECORD_ONLY = (
+    "the lifecycle expires backup history files after 7 days (rule 'walbucket-backup:p'): the backup history file "
+    f"of the only backup recorded {TAKEN} expires on 2024-05-09 00:00 UTC, and with it the archive's last record of "
+    "a backup"
+)
+RECORD_NEWEST = (
+    "the lifecycle expires backup history files after 7 days (rule 'walbucket-backup:p'): the backup history file "
+    f"of the newest of the 2 backups recorded {NEWER_TAKEN} expired on 2024-05-16 00:00 UTC, and with it the "
+    "archive's last record of a backup"
+)
+MISSING = (
+    f"the oldest backup recorded {TAKEN} needs WAL from {START}, which is not in the archive: it cannot be restored"
+)
+MISSING_BOTH = (
+    f"2 backups recorded need WAL that is not in the archive, so they cannot be restored: the newest of them "
+    f"{NEWER_TAKEN} needs WAL from {NEWER_START}"
+)
+BOTH = [(BACKUP, T0), (NEWER, N0)]
+NEWER_ONLY_LISTED = {NEWER_START: N0 - 600}
+ONLY_WAL_RULE = [rule(14, rule_id="walbucket-segment:p", Filter={"And": {"Prefix": "p/wal/", "Tags": []}})]
 
 
 @pytest.mark.parametrize(
-    ("rules", "backups", "now", "expected"),
+    ("rules", "backups", "segments", "now", "expected"),
     [
-        (None, [(BACKUP, T0)], T0 + 20 * DAY, []),
-        ([], [(BACKUP, T0)], T0 + 20 * DAY, []),
-        (policy(wal_days=14), [], T0 + 20 * DAY, []),
-        (policy(wal_days=14), [(BACKUP, None)], T0 + 20 * DAY, []),
-        ([rule(Filter={"Prefix": "p/backup/"})], [(BACKUP, T0)], T0 + 20 * DAY, []),  # WAL never expires
-        # backup history files expire with the WAL: the oldest backup retires with its WAL, a newer one remains
-        (policy(wal_days=14), [(BACKUP, T0), (NEWER, T0 + 7 * DAY)], T0 + 14.5 * DAY, []),
-        (policy(wal_days=14), [(BACKUP, T0)], T0 + 13 * DAY, []),  # more than the margin before
-        (policy(wal_days=14), [(BACKUP, T0)], T0 + 13.6 * DAY, [("backup-wal-expiring", ONLY, BACKUP)]),
-        (policy(wal_days=14, backup_days=7), [(BACKUP, T0)], T0 + 13.6 * DAY, [("backup-wal-expiring", ONLY, BACKUP)]),
-        (
-            policy(wal_days=14),
-            [(NEWER, T0 + 7 * DAY), (BACKUP, T0)],
-            T0 + 30 * DAY,
-            [("backup-wal-expiring", NEWEST, NEWER)],
-        ),
+        pytest.param(None, [(BACKUP, T0)], LISTED, T0 + 20 * DAY, [], id="no-rules"),
+        pytest.param([], [(BACKUP, T0)], LISTED, T0 + 20 * DAY, [], id="empty-rules"),
+        pytest.param(policy(wal_days=14), [], LISTED, T0 + 20 * DAY, [], id="no-backups"),
+        pytest.param(policy(wal_days=14), [(BACKUP, None)], {}, T0 + 20 * DAY, [], id="backup-without-a-time"),
+        pytest.param([rule(Filter={"Prefix": "p/backup/"})], [(BACKUP, T0)], LISTED, T0 + 20 * DAY, [],
+                     id="wal-never-expires"),
+        # equal days, segment and .backup file uploaded the same day: the oldest backup retires with its WAL
+        pytest.param(policy(wal_days=14), BOTH, LISTED, T0 + 14.5 * DAY, [], id="retires-together"),
+        pytest.param(policy(wal_days=14), BOTH, NEWER_ONLY_LISTED, T0 + 15 * DAY, [],
+                     id="segment-gone-first-on-the-day-both-expire"),
+        pytest.param(policy(wal_days=14), [(BACKUP, T0)], LISTED, T0 + 13 * DAY, [], id="before-the-margin"),
+        pytest.param(policy(wal_days=14), [(BACKUP, T0)], LISTED, T0 + 13.6 * DAY,
+                     [("backup-wal-expiring", ONLY, BACKUP)], id="only-backup-wal-expiring"),
+        pytest.param(policy(wal_days=14), [(NEWER, N0), (BACKUP, T0)], LISTED, T0 + 30 * DAY,
+                     [("backup-wal-expiring", NEWEST, NEWER)], id="newest-backup-wal-expired"),
+        # backup history files expire first: warn before the last one goes, as verify then has nothing to compare
+        pytest.param(policy(wal_days=14, backup_days=7), [(BACKUP, T0)], LISTED, T0 + 6.6 * DAY,
+                     [("backup-record-expiring", RECORD_ONLY, BACKUP)], id="only-record-expiring"),
+        pytest.param(policy(wal_days=14, backup_days=7), [(BACKUP, T0)], LISTED, T0 + 6 * DAY, [],
+                     id="record-before-the-margin"),
+        pytest.param(policy(wal_days=14, backup_days=7), BOTH, LISTED, T0 + 15.5 * DAY,
+                     [("backup-record-expiring", RECORD_NEWEST, NEWER)], id="newest-record-expired"),
         # backup history files kept longer than WAL: a configuration problem, whenever it will bite
-        (
-            policy(wal_days=14, backup_days=30),
-            [(BACKUP, T0), (NEWER, T0 + 7 * DAY)],
-            T0 + DAY,
-            [("backup-outlives-wal", OUTLIVES_14_30, BACKUP)],
-        ),
-        (
-            [rule(14, rule_id="walbucket-segment:p", Filter={"And": {"Prefix": "p/wal/", "Tags": []}})],
-            [(BACKUP, T0), (NEWER, T0 + 7 * DAY)],
-            T0 + 16 * DAY,
-            [("backup-outlives-wal", NEVER, BACKUP)],
-        ),
+        pytest.param(policy(wal_days=14, backup_days=30), BOTH, LISTED, T0 + DAY,
+                     [("backup-outlives-wal", OUTLIVES_14_30, BACKUP)], id="backup-days-longer"),
+        pytest.param(ONLY_WAL_RULE, BOTH, LISTED, T0 + 16 * DAY, [("backup-outlives-wal", NEVER, BACKUP)],
+                     id="backup-never-expires-segment-still-listed"),
+        pytest.param(ONLY_WAL_RULE, BOTH, NEWER_ONLY_LISTED, T0 + 16 * DAY,
+                     [("backup-wal-missing", MISSING, BACKUP), ("backup-outlives-wal", NEVER_NEXT, NEWER)],
+                     id="backup-never-expires-segment-gone"),
+        # the first segment is not listed: that backup cannot be restored, whatever the rules
+        pytest.param(policy(wal_days=14), BOTH, NEWER_ONLY_LISTED, T0 + DAY, [("backup-wal-missing", MISSING, BACKUP)],
+                     id="oldest-wal-missing"),
+        pytest.param(None, BOTH, NEWER_ONLY_LISTED, T0 + DAY, [("backup-wal-missing", MISSING, BACKUP)],
+                     id="oldest-wal-missing-no-rules"),
+        pytest.param(None, BOTH, {}, T0 + DAY, [("backup-wal-missing", MISSING_BOTH, BACKUP, NEWER)],
+                     id="all-wal-missing"),
     ],
-)
+)  # fmt: skip
 def test_retention_findings(
     rules: list[dict[str, Any]] | None,
     backups: list[tuple[str, float | None]],
+    segments: dict[str, float],
     now: float,
-    expected: list[tuple[str, str, str]],
+    expected: list[tuple[str, ...]],
 ) -> None:
-    found = retention_findings(rules, KeyLayout("p"), [(wal(name), taken) for name, taken in backups], now)
+    found = retention_findings(rules, KeyLayout("p"), [(wal(name), taken) for name, taken in backups], segments, now)
     assert [(f.code, f.message, *f.objects) for f in found] == expected
     assert {f.severity for f in found} <= {"warning"}
+
+
+@pytest.mark.parametrize(
+    ("segment", "taken", "days", "expected"),
+    [
+        # equal days, but the backup crossed midnight UTC: its WAL expires a day before its backup history file
+        ("2024-04-30 23:50", "2024-05-01 00:20", {}, ("2024-05-15 00:00", "2024-05-16 00:00")),
+        ("2024-05-01 08:00", "2024-05-02 09:00", {"backup_days": 14}, ("2024-05-16 00:00", "2024-05-17 00:00")),
+        # the archiver lagged: the first segment arrived a day before the backup history file
+        ("2024-05-01 22:00", "2024-05-02 01:00", {"backup_days": 14}, ("2024-05-16 00:00", "2024-05-17 00:00")),
+    ],
+)
+def test_wal_uploaded_a_day_before_its_backup_history_file_expires_first_even_with_equal_days(
+    segment: str, taken: str, days: dict[str, int], expected: tuple[str, str]
+) -> None:
+    wal_expiry, file_expiry = expected
+    rules = policy(wal_days=14, **days)
+    [found] = retention_findings(rules, KeyLayout("p"), [(wal(BACKUP), at(taken))], {START: at(segment)}, at(taken))
+    assert (found.code, found.objects) == ("backup-outlives-wal", (BACKUP,))
+    assert found.message == (
+        f"the only backup recorded ({BACKUP}, taken {taken} UTC) needs WAL from {START}, which expires on "
+        f"{wal_expiry} UTC ({SEGMENT_RULE}, 14 days), but its backup history file stays until {file_expiry} UTC "
+        "(rule 'walbucket-backup:p', 14 days)"
+    )
+    # a backup history file that expires a day before the WAL leaves no such window
+    shorter = policy(wal_days=14, backup_days=13)
+    assert (
+        retention_findings(shorter, KeyLayout("p"), [(wal(BACKUP), at(taken))], {START: at(segment)}, at(taken)) == []
+    )
 
 
 @pytest.mark.parametrize("prefix", ["", "prod/orders"])
 def test_walbuckets_own_rules_are_matched_with_and_without_a_prefix(prefix: str) -> None:
     layout = KeyLayout(prefix)
     rules = list(lifecycle_configuration(layout, RetentionPolicy(wal_days=3, backup_days=5))["Rules"])
-    [found] = retention_findings(rules, layout, [(wal(BACKUP), T0)], T0)
-    segment_rule = f"walbucket-segment:{prefix}" if prefix else "walbucket-segment"
+    [found] = retention_findings(rules, layout, [(wal(BACKUP), T0)], {START: T0}, T0)
+    suffix = f":{prefix}" if prefix else ""
     assert found.code == "backup-outlives-wal"
-    assert found.message.startswith(f"the lifecycle expires WAL after 3 days (rule '{segment_rule}') but keeps")
-    other = KeyLayout("elsewhere")  # another archive's rules in the same bucket
-    assert retention_findings(rules, other, [(wal(BACKUP), T0)], T0 + 30 * DAY) == []
-
-
-def test_the_wal_a_backup_needs_expires_with_its_first_segment_when_that_is_listed() -> None:
-    rules = policy(wal_days=14)
-    a_day_before = {START: T0 - DAY}
-    [found] = retention_findings(
-        rules, KeyLayout("p"), [(wal(BACKUP), T0)], T0 + 12.6 * DAY, segment_times=a_day_before
+    assert found.message.endswith(
+        f"2024-05-05 00:00 UTC (rule 'walbucket-segment{suffix}', 3 days), but its backup history file stays until "
+        f"2024-05-07 00:00 UTC (rule 'walbucket-backup{suffix}', 5 days)"
     )
-    assert found.message.endswith(f"needs WAL from {START}, which expires on 2024-05-15 00:00 UTC")
-    later = {START: T0 + DAY}  # listed as newer than the backup file: the backup's time is the earlier bound
-    assert retention_findings(rules, KeyLayout("p"), [(wal(BACKUP), T0)], T0 + 12.6 * DAY, segment_times=later) == []
+    other = KeyLayout("elsewhere")  # another archive's rules in the same bucket
+    assert retention_findings(rules, other, [(wal(BACKUP), T0)], {START: T0}, T0 + 30 * DAY) == []
+
+
+def test_the_wal_a_backup_needs_expires_with_its_first_segment() -> None:
+    rules = policy(wal_days=14)
+    found = retention_findings(rules, KeyLayout("p"), [(wal(BACKUP), T0)], {START: T0 - DAY}, T0 + 12.6 * DAY)
+    assert [(f.code, f.message.split(", which ")[1][:34]) for f in found] == [
+        ("backup-outlives-wal", "expires on 2024-05-15 00:00 UTC (r"),
+        ("backup-wal-expiring", "expires on 2024-05-15 00:00 UTC"),
+    ]
+    later = {START: T0 + DAY}  # listed as newer than the backup file (re-uploaded): it expires after the file
+    assert retention_findings(rules, KeyLayout("p"), [(wal(BACKUP), T0)], later, T0 + 12.6 * DAY) == []
 
 
 # --- verify on MemoryStore ----------------------------------------------------------------------------------------
@@ -202,14 +273,16 @@ def test_the_wal_a_backup_needs_expires_with_its_first_segment_when_that_is_list
 LAYOUT = KeyLayout("p")
 
 
-def archive_with(names: list[str]) -> MemoryStore:
+def archive_with(names: list[str], uploaded: float = T0) -> MemoryStore:
+    """An archive of ``names``, each uploaded a minute after the one before, from ``uploaded`` on."""
     store = MemoryStore()
     store.put(LAYOUT.identity_key, encode_identity(ArchiveIdentity(SYSTEM_ID, 15, SEG_SIZE)), {}, {})
-    for name in names:
+    for minute, name in enumerate(names):
         parsed = wal(name)
         size = SEG_SIZE if parsed.is_wal_data else 1
         store.put(LAYOUT.key(parsed), b"x", object_metadata("0" * 64, size, "none", SYSTEM_ID),
                   object_tags(parsed, SYSTEM_ID, 15))  # fmt: skip
+        store.objects[LAYOUT.key(parsed)].modified = uploaded + 60 * minute
     return store
 
 
@@ -220,18 +293,27 @@ def test_verify_reads_the_rules_only_when_backups_are_recorded(tmp_path: Path) -
     assert ("lifecycle_rules", "") not in store.requests
 
 
-def test_verify_warns_with_a_time_in_the_future(tmp_path: Path) -> None:
-    store = archive_with([START, "000000010000000000000003", BACKUP])
+def test_verify_compares_the_listed_upload_times_as_of_now(tmp_path: Path) -> None:
+    store = archive_with([START, "000000010000000000000003", BACKUP])  # uploaded 10:30, 10:31, 10:32
     store.lifecycle = policy(wal_days=1)
-    assert verify(store, LAYOUT, work_dir=tmp_path).findings == ()  # objects just written
-    report = verify(
-        store, LAYOUT, work_dir=tmp_path, now=expiry_time(store.objects[LAYOUT.key(wal(START))].modified, 1)
-    )
+    assert verify(store, LAYOUT, work_dir=tmp_path, now=T0).findings == ()
+    report = verify(store, LAYOUT, work_dir=tmp_path, now=at("2024-05-02 00:00"))
     assert [(f.code, f.severity, f.objects) for f in report.findings] == [("backup-wal-expiring", "warning", (BACKUP,))]
     assert not report.errors and report.to_json()["ok"] is True
-    assert report.findings[0].message.endswith(
-        " (rule 'walbucket-segment:p'), but the only backup recorded ("
-        f"{BACKUP}, taken " + report.findings[0].message.split("taken ")[1]
+    assert report.findings[0].message == (
+        "the lifecycle expires WAL after 1 day (rule 'walbucket-segment:p'), but the only backup recorded "
+        f"({BACKUP}, taken 2024-05-01 10:32 UTC) needs WAL from {START}, which expires on 2024-05-03 00:00 UTC"
+    )
+    assert store.requests.count(("lifecycle_rules", "")) == 2  # one request per verify
+
+
+def test_verify_warns_of_a_backup_whose_first_segment_is_gone(tmp_path: Path) -> None:
+    store = archive_with(["000000010000000000000003", BACKUP])
+    found = verify(store, LAYOUT, work_dir=tmp_path, now=T0).findings
+    assert [(f.code, f.objects) for f in found] == [("backup-wal-missing", (BACKUP,))]  # no rules in the bucket
+    assert found[0].message == (
+        f"the only backup recorded ({BACKUP}, taken 2024-05-01 10:31 UTC) needs WAL from {START}, which is not in "
+        "the archive: it cannot be restored"
     )
 
 
@@ -254,6 +336,10 @@ def test_rules_that_cannot_be_read_are_a_warning_and_an_outage_stops_verify(tmp_
         "bucket b'): WAL expiry was not compared with the backups recorded"
     )
     assert "s3:GetLifecycleConfiguration" in found.hint
+    refusing.objects = archive_with([BACKUP]).objects  # what the listing shows is still compared
+    assert [f.code for f in verify(refusing, LAYOUT, work_dir=tmp_path).findings] == [
+        "lifecycle-unreadable", "backup-wal-missing"
+    ]  # fmt: skip
     down = _RefusingStore(StoreUnavailable("storage unavailable"))
     down.objects = refusing.objects
     with pytest.raises(StoreUnavailable):

@@ -20,6 +20,7 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    FlexibleChecksumError,
     IncompleteReadError,
     NoCredentialsError,
     ParamValidationError,
@@ -29,7 +30,7 @@ from botocore.exceptions import (
     SSLError,
 )
 
-from walbucket.errors import ConditionalWritesUnsupported, ConfigError, StoreError, StoreUnavailable
+from walbucket.errors import ConditionalWritesUnsupported, ConfigError, DamagedDownload, StoreError, StoreUnavailable
 from walbucket.settings import load_settings
 from walbucket.store.factory import open_store
 from walbucket.store.protocol import ObjectInfo, StoredObject
@@ -344,6 +345,18 @@ def test_a_body_that_breaks_off_is_read_again(error: Exception) -> None:
     assert len(sleeps) == 1
 
 
+def test_a_body_failing_the_endpoints_checksum_is_a_damaged_download_for_get_to_read_again() -> None:
+    error = FlexibleChecksumError(error_msg="Expected checksum abc= did not match calculated checksum: xyz=")
+    client = FakeClient(get_object={"Body": _Body(b"", error), "Metadata": {}})
+    store, sleeps = store_on(client)
+    with pytest.raises(DamagedDownload) as caught:
+        store.read(KEY)
+    assert caught.value.message == (
+        f"object '{KEY}' fails the endpoint's checksum: Expected checksum abc= did not match calculated checksum: xyz="
+    )
+    assert (client.ops(), sleeps) == (["get_object"], [])  # not retried here: get decides
+
+
 def test_a_transient_error_on_a_later_list_page_retries_only_that_page() -> None:
     client = FakeClient(
         list_objects_v2=[
@@ -432,6 +445,9 @@ def test_a_rejected_conditional_create_is_conditional_writes_unsupported(code: s
     with pytest.raises(ConditionalWritesUnsupported) as caught:
         store.create(KEY, b"body", {}, {})
     assert caught.value.message == f"the endpoint rejects conditional writes (If-None-Match) for '{KEY}'"
+    assert caught.value.hint == (
+        'use an endpoint that honours them, or set conditional_writes = "auto" to fall back to HEAD-then-PUT'
+    )
     assert (len(client.calls), sleeps) == (1, [])
 
 

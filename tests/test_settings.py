@@ -12,6 +12,7 @@ from walbucket.settings import CONFIG_ENV, Settings, load_settings, setting_env_
 
 MIB = 1 << 20
 BUCKET = {"WALBUCKET_BUCKET": "wal-archive"}
+CREDENTIALS_IN_URL = "a user or password in the URL is not allowed; credentials come from the AWS SDK's chain only"
 
 # One valid spelling per setting, as the environment gives it, and the value it becomes.
 SAMPLES: dict[str, tuple[str, Any]] = {
@@ -158,6 +159,9 @@ def test_unknown_setting_in_the_environment_is_named() -> None:
         ("WALBUCKET_PREFIX", "a/../b", "invalid prefix 'a/../b'"),
         ("WALBUCKET_ENDPOINT_URL", "127.0.0.1:9000", "expected an http:// or https:// URL"),
         ("WALBUCKET_ENDPOINT_URL", "ftp://host", "expected an http:// or https:// URL"),
+        ("WALBUCKET_ENDPOINT_URL", "http://user:secret@minio:9000", CREDENTIALS_IN_URL),
+        ("WALBUCKET_ENDPOINT_URL", "https://AKIAEXAMPLE@s3.example.com/", CREDENTIALS_IN_URL),
+        ("WALBUCKET_ENDPOINT_URL", "https://:secret@s3.example.com", CREDENTIALS_IN_URL),
         ("WALBUCKET_PATH_STYLE", "maybe", "expected true or false"),
         ("WALBUCKET_VERIFY_TLS", "2", "expected true or false"),
         ("WALBUCKET_RESTORE_PARTIAL", "enabled", "expected true or false"),
@@ -192,6 +196,19 @@ def test_unknown_setting_in_the_environment_is_named() -> None:
 def test_invalid_environment_value_is_named(env_name: str, value: str, reason: str) -> None:
     env = {**BUCKET, env_name: value}
     assert config_error({}, env).message == f"invalid setting {env_name}: {reason}"
+
+
+def test_credentials_in_the_endpoint_url_are_refused_without_echoing_them() -> None:
+    error = config_error({"bucket": "wal-b1", "endpoint_url": "http://user:secret@minio:9000"}, {}, "'/etc/wb.toml'")
+    assert error.message == f"invalid setting 'endpoint_url' in '/etc/wb.toml': {CREDENTIALS_IN_URL}"
+    assert error.hint is None
+    assert "secret" not in error.message
+
+
+def test_an_at_sign_in_the_endpoint_urls_path_is_not_a_credential() -> None:
+    assert (
+        load_settings({}, {**BUCKET, "WALBUCKET_ENDPOINT_URL": "https://gw/s3@v2"}).endpoint_url == "https://gw/s3@v2"
+    )
 
 
 @pytest.mark.parametrize(

@@ -233,7 +233,7 @@ def test_moto_stores_the_module_rules_as_the_walbucket_rules(s3_client: Any, buc
 
 ARCHIVER_ACTIONS = {"s3:ListBucket", "s3:PutObject", "s3:PutObjectTagging", "s3:GetObject", "s3:GetObjectTagging"}
 ARCHIVER_ACTIONS |= {"s3:AbortMultipartUpload"}
-RESTORER_ACTIONS = {"s3:ListBucket", "s3:GetObject", "s3:GetObjectTagging"}
+RESTORER_ACTIONS = {"s3:ListBucket", "s3:GetObject", "s3:GetObjectTagging", "s3:GetLifecycleConfiguration"}
 IF_NONE_MATCH_REQUIRED = {"Null": {"s3:if-none-match": ["true"]}, "Bool": {"s3:ObjectCreationOperation": ["true"]}}
 
 
@@ -252,6 +252,8 @@ def test_policy_grants_its_actions_on_every_key_walbucket_writes_and_nothing_els
         assert fnmatch.fnmatchcase(f"{BUCKET_ARN}/{key}", objects[0]), key
     listing = statement(document, "ListThePrefix")
     assert listing["Resource"] == [BUCKET_ARN]
+    on_bucket = {a for st in document["Statement"] if st["Resource"] == [BUCKET_ARN] for a in st.get("Action", [])}
+    assert on_bucket == actions & {"s3:ListBucket", "s3:GetLifecycleConfiguration"}
     if layout.prefix:
         assert listing["Condition"] == {"StringLike": {"s3:prefix": [f"{layout.prefix}/*"]}}
         assert not fnmatch.fnmatchcase(f"{BUCKET_ARN}/other/wal/x", objects[0])
@@ -294,7 +296,11 @@ def test_bucket_policy_denies_named_principals_what_they_must_never_do() -> None
     assert (reads_only["Effect"], reads_only["Principal"]) == ("Deny", {"AWS": [RESTORER]})
     assert set(reads_only["NotAction"]) == RESTORER_ACTIONS
     assert statement(document, "ListThePrefix")["Principal"] == {"AWS": [ARCHIVER, RESTORER]}
-    assert allowed(document) == ARCHIVER_ACTIONS
+    rules = statement(document, "RestorerReadsTheLifecycleRules")  # for walbucket verify
+    assert (rules["Principal"], rules["Action"], rules["Resource"]) == (
+        {"AWS": [RESTORER]}, ["s3:GetLifecycleConfiguration"], [BUCKET_ARN]
+    )  # fmt: skip
+    assert allowed(document) == ARCHIVER_ACTIONS | RESTORER_ACTIONS
 
 
 def test_iam_accepts_the_policy_documents(moto_server: Any) -> None:

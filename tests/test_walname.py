@@ -199,3 +199,26 @@ def test_segments_order_by_timeline_then_position() -> None:
 )
 def test_valid_segment_size(size: int, valid: bool) -> None:
     assert valid_segment_size(size) is valid
+
+
+@pytest.mark.parametrize(
+    ("name", "seg_size", "fits"),
+    [
+        ("0000000100000000000000FF", 16 * MIB, True),
+        ("000000010000000000000100", 16 * MIB, False),  # would alias 000000010000000100000000
+        ("000000010000000000000FFF", MIB, True),
+        ("000000010000000000001000", MIB, False),
+        ("000000010000000000000003", GIB, True),
+        ("000000010000000000000004", GIB, False),
+        ("0000000100000000FFFFFFFF", MIB, False),
+    ],
+)
+def test_a_segment_number_fits_only_below_the_segments_per_log_id(name: str, seg_size: int, fits: bool) -> None:
+    wal = parse_wal_name(name)
+    assert wal is not None and wal.segment is not None
+    assert wal.segment.fits(seg_size) is fits
+
+
+@given(seg_size=seg_sizes, timeline=timelines, number=st.integers(0, (1 << 40) - 1))
+def test_every_segment_built_from_a_number_fits(seg_size: int, timeline: int, number: int) -> None:
+    assert Segment.from_number(timeline, number, seg_size).fits(seg_size)

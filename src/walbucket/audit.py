@@ -165,22 +165,25 @@ def _retention(store: Store, layout: KeyLayout, cat: Catalog, now: float) -> lis
     """Compare the backups recorded with the lifecycle rules; a refusal to show the rules is a warning."""
     if not cat.backups:
         return []
+    found: list[Finding] = []
     try:
         rules = store.lifecycle_rules()
     except StoreUnavailable:
         raise
-    except StoreError as exc:  # the archiver and restorer policies grant no bucket configuration
+    except StoreError as exc:  # a policy without s3:GetLifecycleConfiguration: still tell which WAL is gone
         message = f"the bucket's lifecycle rules could not be read ({exc.message}): WAL expiry was not compared "
-        return [finding("lifecycle-unreadable", message + "with the backups recorded")]
+        found.append(finding("lifecycle-unreadable", message + "with the backups recorded"))
+        rules = None
     segments = {tl: dict(entries) for tl, entries in cat.segments.items()}
-    times: dict[str, float | None] = {}
-    for wal, _ in cat.backups:
+    times: dict[str, float] = {}
+    for wal, backup in cat.backups:
         assert wal.segment is not None
         info = segments.get(wal.timeline, {}).get(wal.segment.number(cat.seg_size))
-        times[wal.name[:24]] = None if info is None else info.last_modified
-    return retention_findings(
-        rules, layout, ((wal, info.last_modified) for wal, info in cat.backups), now, segment_times=times
-    )
+        if info is not None:  # a store that lists no upload time: the backup's is close
+            uploaded = info.last_modified if info.last_modified is not None else backup.last_modified
+            times[wal.name[:24]] = uploaded if uploaded is not None else now
+    backups = [(wal, info.last_modified) for wal, info in cat.backups]
+    return found + retention_findings(rules, layout, backups, times, now)
 
 
 def _sample(cat: Catalog) -> list[tuple[WalName, ObjectInfo]]:

@@ -255,10 +255,19 @@ def _archiving(
     return "OK", f"'{name}' arrived in the archive after {time.monotonic() - started:.1f}s"
 
 
+# pg_switch_wal() on a server that wrote no WAL since the last switch switches nothing and names the segment before
+# the current one, long archived: write a record first (non-transactional, so at once; any wal_level), in the
+# subquery, which runs before the switch.
+_SWITCH_WAL_SQL = (
+    "SELECT pg_walfile_name(pg_switch_wal()) "
+    "FROM (SELECT pg_logical_emit_message(false, 'walbucket-check', 'switch')) AS written"
+)
+
+
 def psql_switch_wal(psql: str, dsn: str, timeout: float = 30.0) -> str:
     """Force a WAL switch with psql and return the name of the segment it completed."""
     proc = subprocess.run(
-        [psql, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", "SELECT pg_walfile_name(pg_switch_wal())"],
+        [psql, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", _SWITCH_WAL_SQL],
         capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
     if proc.returncode != 0:

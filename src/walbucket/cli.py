@@ -57,7 +57,8 @@ into the spool directory, and exits after async_idle_exit seconds without work."
 _LIFECYCLE_HELP = """\
 Print the S3 lifecycle configuration (JSON) that expires segments, .partial and .backup files under the prefix and
 never history files or identity.json, for 'aws s3api put-bucket-lifecycle-configuration --lifecycle-configuration'
-or 'mc ilm rule import'. Defaults equal terraform/modules/walbucket-archive's; see docs/retention.md."""
+or 'mc ilm rule import'. Defaults equal terraform/modules/walbucket-archive's on an unversioned bucket (with
+versioning on, add --noncurrent-days 7 as the module does); see docs/retention.md."""
 
 _LIFECYCLE_OPTIONS = (
     ("--wal-days", "wal_days", int, "expire segments after DAYS (default 14)"),
@@ -161,15 +162,18 @@ def _mib(size: int) -> str:
 
 
 def _push_options(settings: Settings, store: Store) -> PushOptions:
-    from .conditional import conditional_writes_usable
+    from functools import partial
+
+    from .conditional import conditional_writes_usable, remember_unsupported
     from .keylayout import KeyLayout
     from .push import PushOptions
 
     state_dir = Path(settings.state_dir) if settings.state_dir else None
-    conditional = conditional_writes_usable(
-        settings.conditional_writes, store, KeyLayout(settings.prefix), _endpoint_id(settings), state_dir
-    )
-    return PushOptions(settings.compression, settings.level, conditional)
+    endpoint = _endpoint_id(settings)
+    mode = settings.conditional_writes
+    conditional = conditional_writes_usable(mode, store, KeyLayout(settings.prefix), endpoint, state_dir)
+    fallback = partial(remember_unsupported, endpoint, state_dir) if mode == "auto" else None
+    return PushOptions(settings.compression, settings.level, conditional, fallback)
 
 
 def _spool(settings: Settings) -> Spool:
@@ -218,7 +222,8 @@ def _push(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     prepared = prepare(Path(args.path), settings.compression, settings.level)  # a bad file never reaches the store
     store = open_store(settings)
     options = _push_options(settings, store)
-    outcome = archive(prepared, store, KeyLayout(settings.prefix), options.conditional, data_dir=Path.cwd())
+    layout = KeyLayout(settings.prefix)
+    outcome = archive(prepared, store, layout, options.conditional, Path.cwd(), fallback=options.fallback)
     if isinstance(outcome, Uploaded):
         return f"archived {_mib(outcome.size)} as {_mib(outcome.stored_size)} {outcome.codec}", 0
     return f"already archived with identical content (duplicate), {_mib(outcome.size)}", 0
@@ -295,6 +300,19 @@ def _handler(command: str) -> Callable[[argparse.Namespace, Settings], tuple[str
     return ADMIN_COMMANDS[command]
 
 
+def _command_word(argv: Sequence[str]) -> str | None:
+    """Find the command in an argv argparse refused: the first word that is neither an option nor --config's value."""
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            return next(words, None)
+        if len(word) > 2 and "--config".startswith(word):  # argparse takes --conf F as --config F
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 class _Terminated(BaseException):
     pass
 
@@ -306,12 +324,11 @@ def _on_sigterm(_signum: int, _frame: object) -> NoReturn:
 def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
     """Run one command and return its exit code (docs/exit-codes.md)."""
     started = time.monotonic()
-    is_get = "get" in argv
     try:
         args = _parser().parse_args(argv)
     except _ArgumentError as exc:
         print(f"{exc}\n(walbucket --help lists the commands)", file=sys.stderr)
-        return UsageError.get_exit_code if is_get else UsageError.exit_code
+        return UsageError.get_exit_code if _command_word(argv) == "get" else UsageError.exit_code
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="walbucket: %(levelname)s: %(message)s"
     )

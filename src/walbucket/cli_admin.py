@@ -31,7 +31,9 @@ and compression ratio; partial, history and backup history files. Lists by key p
 _VERIFY_HELP = """\
 Verify the archive: gaps in each timeline (with switch points taken into account), missing or inconsistent
 history files, orphan .partial files, and objects whose metadata or tags disagree with the archive identity
-(a sample; --deep downloads every object and checks it as get would). Exit 11 when it finds an error."""
+(a sample; --deep downloads every object and checks it as get would). When the archive records base backups
+(.backup files), also compare the bucket's lifecycle rules with them and warn when WAL a backup needs is gone or
+expires first: one more request, which needs s3:GetLifecycleConfiguration. Exit 11 when it finds an error."""
 _CHECK_HELP = """\
 Check a setup before PostgreSQL relies on it: credentials, bucket, the permissions push and get need (on a probe
 object under <prefix>/probe/), conditional writes, the local cluster (--pgdata or the current directory) against

@@ -2,7 +2,8 @@
 
 An endpoint that ignores If-None-Match silently overwrites, which is exactly the failure walbucket exists to
 prevent, so ``auto`` never trusts an endpoint it has not seen refuse a second create of the same key. The answer is
-remembered per endpoint and bucket in ``<state_dir>/conditional-writes.json``.
+remembered per endpoint and bucket in ``<state_dir>/conditional-writes.json``. An endpoint remembered as honouring
+conditional writes that later rejects one (HTTP 501) is remembered as not honouring them (:func:`remember_unsupported`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .fsutil import write_file_atomically
 from .keylayout import TAG_KIND, KeyLayout
 from .store import Store
 
-__all__ = ["PROBE_BODY", "conditional_writes_usable", "probe_conditional_writes"]
+__all__ = ["PROBE_BODY", "conditional_writes_usable", "probe_conditional_writes", "remember_unsupported"]
 
 log = logging.getLogger("walbucket")
 PROBE_BODY = b"walbucket conditional-write probe: safe to keep, never read\n"
@@ -54,6 +55,17 @@ def conditional_writes_usable(
             hint='use an endpoint that does, or set conditional_writes = "auto" to fall back to HEAD-then-PUT',
         )
     return supported
+
+
+def remember_unsupported(endpoint_id: str, state_dir: Path | None) -> None:
+    """Remember that the endpoint rejected a conditional write, so that later pushes use HEAD-then-PUT at once.
+
+    For ``auto`` only: the endpoint changed (or sits behind a new proxy) since it was probed.
+    """
+    log.info("endpoint %s rejected a conditional write; remembered as not honouring them", endpoint_id)
+    cache = _load(state_dir)
+    cache[endpoint_id] = False
+    _save(state_dir, cache)
 
 
 def _load(state_dir: Path | None) -> dict[str, bool]:

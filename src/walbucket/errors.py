@@ -10,8 +10,11 @@
     ├── ArchiveConflict                   6       206   same name already archived with different content
     ├── StoreError                        7       207   storage refused: access denied, no such bucket, ...
     │   └── StoreUnavailable              8    208 / 8  outage or throttling that outlasted the retry budget
-    ├── ConditionalWritesUnsupported      9       209   conditional_writes=required, endpoint ignores If-None-Match
+    ├── ConditionalWritesUnsupported      9       209   conditional_writes=required, endpoint ignores or rejects
+    │                                                   If-None-Match (auto falls back to HEAD-then-PUT)
     └── IntegrityError                   10       210   stored object fails its checksum or is not what its key says
+        └── DamagedDownload              10       210   the bytes read fail a checksum or do not decompress (get reads
+                                                        once more first: the damage may be the transfer's)
     (any other exception)                70       250   a bug: report it
     (no exception: problems found)       11               verify, check, backfill: problems found and listed
 
@@ -30,6 +33,7 @@ __all__ = [
     "ArchiveConflict",
     "ConditionalWritesUnsupported",
     "ConfigError",
+    "DamagedDownload",
     "IdentityMismatch",
     "IntegrityError",
     "StoreError",
@@ -102,6 +106,10 @@ class ConditionalWritesUnsupported(WalbucketError):
 class IntegrityError(WalbucketError):
     exit_code = 10
     get_exit_code = 210
+
+
+class DamagedDownload(IntegrityError):
+    """The bytes read fail a checksum or do not decompress: the stored object or the transfer is damaged."""
 
 
 def exit_code_for(exc: BaseException, command: str, standby: bool) -> int:

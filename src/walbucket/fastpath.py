@@ -3,9 +3,9 @@
 PostgreSQL runs ``walbucket push %p`` / ``walbucket get %f %p`` once per WAL file. In asynchronous mode most calls
 are answered from the spool or by a running worker, so this module tries that first with nothing but os, socket and
 json imported, and hands over to cli.run (argparse, settings, and boto3 when needed) for everything else: other
-commands or options, a settings file, no running worker, a look-ahead error to report. The fast path reads only the
-settings it needs from the environment; the worker it talks to was started by the full command, which validated all
-of them.
+commands or options, no running worker, a look-ahead error to report, a settings file it is unsure how to read. The
+fast path reads only the settings it needs (async, spool_dir, state_dir, async_wait) from the environment and the
+settings file; the worker it talks to was started by the full command, which validated all of them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-__all__ = ["fast_path", "run"]
+__all__ = ["fast_path", "run", "scan_flat_toml"]
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -32,18 +32,47 @@ def run() -> int:
     return full_command()
 
 
-def _spool_root(env: Mapping[str, str]) -> str | None:
-    """Find this data directory's spool as settings.py would, from the environment alone; None if unsure."""
-    if env.get("WALBUCKET_ASYNC", "").strip().lower() not in _TRUE or env.get("WALBUCKET_CONFIG"):
+_FAST_SETTINGS = ("async", "spool_dir", "state_dir", "async_wait")
+
+
+def _settings(env: Mapping[str, str]) -> dict[str, object] | None:
+    """Return the settings the fast path needs, the environment over the settings file; None if unsure."""
+    values: dict[str, object] = {}
+    config = env.get("WALBUCKET_CONFIG")
+    if config:
+        try:
+            with open(config, "rb") as f:
+                text = f.read(_MAX_CONFIG + 1).decode()
+        except (OSError, UnicodeDecodeError):
+            return None  # the full command reports it
+        doc = scan_flat_toml(text) if len(text) <= _MAX_CONFIG else None
+        if doc is None:
+            return None
+        values.update((k, v) for k, v in doc.items() if k in _FAST_SETTINGS)
+    for name in _FAST_SETTINGS:
+        value = env.get("WALBUCKET_" + name.upper())
+        if value == "":
+            values.pop(name, None)  # an empty variable unsets, as in settings.py
+        elif value is not None:
+            values[name] = value
+    return values
+
+
+def _spool_root(env: Mapping[str, str], values: Mapping[str, object]) -> str | None:
+    """Find this data directory's spool as settings.py would; None if async is off or the spool is unknown."""
+    flag = values.get("async")
+    if not (flag is True or (isinstance(flag, str) and flag.strip().lower() in _TRUE)):
         return None
-    spool_dir = env.get("WALBUCKET_SPOOL_DIR")
+    spool_dir = values.get("spool_dir")
     if not spool_dir:
-        state_dir = env.get("WALBUCKET_STATE_DIR") or (
+        state_dir = values.get("state_dir") or (
             os.path.join(env["HOME"], ".cache", "walbucket") if env.get("HOME") else ""
         )
-        if not state_dir:
+        if not isinstance(state_dir, str) or not state_dir:
             return None
-        spool_dir = os.path.join(state_dir, "spool")
+        spool_dir = os.path.join(state_dir.strip(), "spool")
+    if not isinstance(spool_dir, str):
+        return None
     from .spoolfiles import cluster_dir
 
     try:
@@ -52,17 +81,79 @@ def _spool_root(env: Mapping[str, str]) -> str | None:
         return None
 
 
+_MAX_CONFIG = 1 << 16
+_BARE_KEY = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+_DIGITS = frozenset("0123456789_")
+
+
+def scan_flat_toml(text: str) -> dict[str, object] | None:
+    """Read a flat TOML document of ``key = value`` lines without importing a TOML parser; None if unsure.
+
+    Understood: blank and comment lines, bare keys, basic strings without escapes, literal strings, true, false and
+    decimal numbers (returned as their text), each with an optional trailing comment. Anything else (tables, arrays,
+    escapes, multi-line strings, a repeated key) gives None, and the full command reads the file with tomllib.
+    """
+    doc: dict[str, object] = {}
+    for raw in text.splitlines():
+        line = raw.strip(" \t")
+        if not line or line.startswith("#"):
+            continue
+        key, sep, rest = line.partition("=")
+        key = key.strip(" \t")
+        if not sep or not key or not set(key) <= _BARE_KEY or key in doc:
+            return None
+        value = _scan_value(rest.strip(" \t"))
+        if value is None:
+            return None
+        doc[key] = value
+    return doc
+
+
+def _scan_value(text: str) -> object | None:
+    """Return the value at the start of ``text`` when only a comment follows it; None if unsure."""
+    if text[:1] in {'"', "'"}:
+        quote = text[0]
+        end = text.find(quote, 1)
+        body = text[1:end]
+        if end < 0 or text.startswith(quote * 3) or "\\" in body or any(c < " " and c != "\t" for c in body):
+            return None
+        value: object = body
+        rest = text[end + 1 :]
+    else:
+        word, comment, rest = text.partition("#")
+        word = word.rstrip(" \t")
+        rest = comment + rest
+        if word in {"true", "false"}:
+            value = word == "true"
+        elif _decimal(word):
+            value = word
+        else:
+            return None
+    rest = rest.strip(" \t")
+    return value if not rest or rest.startswith("#") else None
+
+
+def _decimal(word: str) -> bool:
+    """A TOML integer or float in plain decimal notation (``-12``, ``1_000``, ``30.5``), no exponent."""
+    whole, dot, fraction = (word[1:] if word[:1] in "+-" else word).partition(".")
+    parts = [whole, fraction] if dot else [whole]
+    if whole[:1] == "0" and len(whole) > 1:
+        return False  # TOML has no leading zeros
+    return all(p[:1].isdigit() and p[-1:].isdigit() and "__" not in p and set(p) <= _DIGITS for p in parts)
+
+
 def fast_path(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
     """Answer ``push PATH`` or ``get NAME DEST`` in asynchronous mode without starting anything; None to hand over."""
     started = time.monotonic()
     if not ((len(argv) == 2 and argv[0] == "push") or (len(argv) == 3 and argv[0] == "get")):
         return None
-    root = _spool_root(env)
-    try:
-        wait = float(env.get("WALBUCKET_ASYNC_WAIT") or 120)
-    except ValueError:
+    values = _settings(env)
+    root = None if values is None else _spool_root(env, values)
+    if values is None or root is None:
         return None
-    if root is None:
+    try:
+        wait = float(str(values.get("async_wait") or 120))
+    except ValueError:
         return None
     from .errors import exit_code_for, failure_lines
 

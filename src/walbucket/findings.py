@@ -64,12 +64,19 @@ FINDINGS: dict[str, tuple[Severity, str]] = {
                        f"again ({_BACKFILL}) from a pg_wal that still has it, or take a new base backup after it"),
     "vanished": ("warning", "the object was listed but was gone when read: a lifecycle rule or a person deleted it"),
     "foreign-object": ("warning", "walbucket did not write these keys and ignores them"),
-    "backup-outlives-wal": ("warning", "a backup history file whose WAL has expired records a backup that can no "
-                            "longer be restored: expire backup history files no later than WAL (walbucket lifecycle "
-                            "--backup-days at most --wal-days), or keep WAL as long as the backups you may restore"),
+    "backup-wal-missing": ("warning", "restore a newer base backup; if its WAL expired before its backup history "
+                           "file, expire backup history files before the WAL they need (docs/retention.md)"),
+    "backup-outlives-wal": ("warning", "until its backup history file expires too, the archive records a backup that "
+                            "cannot be restored: expire backup history files before the WAL they need (walbucket "
+                            "lifecycle --backup-days lower than --wal-days by more days than a base backup takes, "
+                            "archiving lag included), or keep WAL as long as the backups you may restore"),
     "backup-wal-expiring": ("warning", "no backup recorded in the archive will be restorable once that WAL expires: "
                             "take a new base backup now, and keep WAL longer than the interval between base "
                             "backups (walbucket lifecycle --wal-days; docs/retention.md)"),
+    "backup-record-expiring": ("warning", "base backups may have stopped: take a new base backup now. Once the last "
+                               "backup history file has expired, verify has no backup left to compare the WAL rule "
+                               "with: keep backup history files longer than the interval between base backups "
+                               "(walbucket lifecycle --backup-days)"),
     "lifecycle-unreadable": ("warning", "grant s3:GetLifecycleConfiguration on the bucket to whoever runs walbucket "
                              "verify (walbucket never changes the bucket's configuration)"),
 }  # fmt: skip
@@ -154,18 +161,20 @@ def _gap_findings(
         return []
     oldest = min(entries[0][0] for entries in cat.segments.values())  # older WAL was never kept or has expired
     found: list[Finding] = []
-    for tl, entries in cat.segments.items():
-        numbers = [n for n, _ in entries]
-        first, last = numbers[0], numbers[-1]
+    for tl in sorted(set(cat.segments) | set(children)):  # a timeline without segments may have a successor
+        numbers = [n for n, _ in cat.segments.get(tl, ())]
         begin = parsed[tl][-1].switch_lsn // seg_size if tl in parsed else None
-        low = first if begin is None else min(first, max(begin, oldest))
         kids = sorted(children.get(tl, []), key=lambda kid: kid[1])
         needed = kids[-1][1] // seg_size - 1 if kids else None  # the last segment a successor reads from here
+        if not numbers:
+            found += _unarchived_timeline(tl, oldest if begin is None else max(begin, oldest), kids, seg_size)
+            continue
+        first, last = numbers[0], numbers[-1]
+        low = first if begin is None else min(first, max(begin, oldest))
         high = last if needed is None else max(last, needed)
         for a, b in missing_runs(numbers, low, high):
-            names = [_name(tl, n, seg_size) for n in range(a, min(b, a + MAX_NAMED - 1) + 1)]
-            span = f"{names[0]}" if a == b else f"{names[0]}..{_name(tl, b, seg_size)}"
-            count = f"{span} ({b - a + 1} segment{'s' if b > a else ''})"
+            names = _names(tl, a, b, seg_size)
+            count = _span(tl, a, b, seg_size)
             if needed is not None and b == needed and a > last:
                 child, switch = kids[-1]
                 message = (f"timeline {tl} ends at {_name(tl, last, seg_size)} in the archive, but timeline {child} "
@@ -192,6 +201,26 @@ def _gap_findings(
                 )
                 found.append(finding("timeline-continues", message, [_name(tl, n, seg_size) for n in after]))
     return found
+
+
+def _unarchived_timeline(tl: int, low: int, kids: list[tuple[int, int]], seg_size: int) -> list[Finding]:
+    """A timeline without a segment in the archive: its successor still reads it from ``low`` (or from its start)."""
+    child, switch = kids[-1]
+    high = switch // seg_size - 1
+    if low > high:  # the successor branched off in the segment where this timeline began, or it has expired
+        return []
+    message = (f"timeline {tl} has no segment in the archive, but timeline {child} branched off it at "
+               f"{format_lsn(switch)}: missing {_span(tl, low, high, seg_size)}")  # fmt: skip
+    return [finding("timeline-end-gap", message, _names(tl, low, high, seg_size), high - low + 1)]
+
+
+def _names(tl: int, a: int, b: int, seg_size: int) -> list[str]:
+    return [_name(tl, n, seg_size) for n in range(a, min(b, a + MAX_NAMED - 1) + 1)]
+
+
+def _span(tl: int, a: int, b: int, seg_size: int) -> str:
+    span = _name(tl, a, seg_size) if a == b else f"{_name(tl, a, seg_size)}..{_name(tl, b, seg_size)}"
+    return f"{span} ({b - a + 1} segment{'s' if b > a else ''})"
 
 
 def _partial_findings(cat: Catalog, children: Mapping[int, list[tuple[int, int]]]) -> list[Finding]:

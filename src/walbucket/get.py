@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from .codecs import CODECS, Codec
-from .errors import IdentityMismatch, IntegrityError, UsageError, WalFileError
+from .errors import DamagedDownload, IdentityMismatch, IntegrityError, UsageError, WalFileError
 from .fsutil import AtomicFile
 from .identity import identity_conflict
 from .keylayout import META_CODEC, META_SHA256, META_SIZE, META_SYSTEM_ID, KeyLayout
 from .push import IdentityMemo, load_identity
 from .store import Store, StoredObject
 from .walheader import LONG_HEADER_SIZE, HeaderError, WalHeader, parse_long_header, read_control_system_id
-from .walname import WalKind, WalName, parse_wal_name
+from .walname import WalKind, WalName, parse_wal_name, segments_per_log
 
 __all__ = ["Missing", "Restored", "get", "restorable_name", "verify_into"]
 
+log = logging.getLogger("walbucket")
 _CHUNK = 1 << 20
 
 
@@ -52,9 +54,31 @@ def get(
     ``dest`` appears complete or not at all. Segments are checked against the archive identity and against the
     cluster being recovered (``data_dir/global/pg_control``). With ``restore_partial``, a segment that is absent
     is answered from its ``.partial`` object (only then: a full segment always wins).
+    A download that fails its checksum or does not decompress is read once more before DamagedDownload is raised:
+    the damage may be the transfer's, and a recovery should not stop for that.
     """
     wal = restorable_name(name)
     key = layout.key(wal)
+    try:
+        return _restore(wal, key, dest, store, layout, data_dir, restore_partial, memo)
+    except DamagedDownload as first:
+        log.warning("%s; reading it once more", first.message)
+        again = _restore(wal, key, dest, store, layout, data_dir, restore_partial, memo)
+        if isinstance(again, Missing):  # deleted in between: "not in the archive" would end a recovery early
+            raise
+        return again
+
+
+def _restore(
+    wal: WalName,
+    key: str,
+    dest: Path,
+    store: Store,
+    layout: KeyLayout,
+    data_dir: Path | None,
+    restore_partial: bool,
+    memo: IdentityMemo | None,
+) -> Restored | Missing:
     stored = store.read(key)
     from_partial = False
     if stored is None and restore_partial and wal.kind is WalKind.SEGMENT:
@@ -104,7 +128,7 @@ def verify_into(
         with AtomicFile(dest) as out:
             head, size, sha256 = _decompress_into(out, stored, codec)
             if size != int(meta[META_SIZE]) or sha256 != expected_sha:
-                raise IntegrityError(
+                raise DamagedDownload(
                     f"WAL file '{wal.name}' from '{key}' fails its checksum (SHA-256 or size differ from the metadata)",
                     hint="the stored object is damaged; restore stopped so that recovery does not replay bad WAL",
                 )
@@ -134,7 +158,7 @@ def _decompress_into(out: AtomicFile, stored: StoredObject, codec: Codec) -> tup
     except OSError:
         raise  # the local disk, not the stored object
     except Exception as exc:  # noqa: BLE001 - any codec failure means the stored bytes are damaged
-        raise IntegrityError(f"object '{stored.info.key}' does not decompress with {codec.name}: {exc}") from None
+        raise DamagedDownload(f"object '{stored.info.key}' does not decompress with {codec.name}: {exc}") from None
     return head, size, digest.hexdigest()
 
 
@@ -154,6 +178,11 @@ def _check_header(
     except HeaderError as exc:
         raise IntegrityError(f"WAL file '{wal.name}' restored from the archive is not a valid segment: {exc}") from None
     assert wal.segment is not None
+    if not wal.segment.fits(header.seg_size):  # checked first: such a name aliases another one's start LSN
+        raise IntegrityError(
+            f"the object for WAL file '{wal.name}' holds a segment of size {header.seg_size}, at which that name does "
+            f"not exist (its last 8 hex digits must be below {segments_per_log(header.seg_size):08X})"
+        )
     if header.page_lsn != wal.segment.start_lsn(header.seg_size):
         raise IntegrityError(f"the object for WAL file '{wal.name}' holds another segment's data")
     _check_system_id(wal, str(header.system_id), local_id)

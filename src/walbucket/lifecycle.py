@@ -40,7 +40,10 @@ _OPTIONAL_DAYS = ("backup_days", "transition_days", "abort_incomplete_multipart_
 
 @dataclass(frozen=True, slots=True)
 class RetentionPolicy:
-    """How long each kind of object lives; the defaults equal the Terraform module's variable defaults.
+    """How long each kind of object lives; the defaults are the Terraform module's for an unversioned bucket.
+
+    On a versioned bucket the module also expires noncurrent versions (``noncurrent_version_days``, 7), which
+    ``noncurrent_days`` None leaves out: ``noncurrent_days=7`` matches it there.
 
     ``backup_days`` None means ``wal_days``. ``transition_days`` None means no transition; a transition applies to
     segments only (partials are rare, backup history files tiny). ``abort_incomplete_multipart_days`` and

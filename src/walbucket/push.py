@@ -5,16 +5,25 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .codecs import CODECS, Codec
-from .errors import ArchiveConflict, IdentityMismatch, IntegrityError, StoreError, UsageError, WalFileError
+from .errors import (
+    ArchiveConflict,
+    ConditionalWritesUnsupported,
+    IdentityMismatch,
+    IntegrityError,
+    StoreError,
+    UsageError,
+    WalFileError,
+)
 from .identity import ArchiveIdentity, decode_identity, encode_identity, identity_conflict
 from .keylayout import META_SHA256, TAG_KIND, KeyLayout, object_metadata, object_tags
 from .store import ObjectInfo, Store
 from .walheader import LONG_HEADER_SIZE, HeaderError, WalHeader, parse_long_header, read_control_system_id
-from .walname import WalName, parse_wal_name
+from .walname import WalName, parse_wal_name, segments_per_log
 
 __all__ = [
     "AlreadyArchived",
@@ -37,8 +46,10 @@ _CHUNK = 1 << 20
 @dataclass(frozen=True, slots=True)
 class PushOptions:
     codec: str = "zstd"
-    level: int = 3
+    level: int = CODECS["zstd"].default_level  # as Settings.level; the CLI passes the configured one
     conditional: bool = True  # False: HEAD-then-PUT, for endpoints that ignore If-None-Match
+    # conditional_writes = "auto": called when the endpoint rejects If-None-Match after all; push then falls back
+    fallback: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +78,8 @@ def push(
     memo: IdentityMemo | None = None,
 ) -> Uploaded | AlreadyArchived:
     """Archive one WAL file so PostgreSQL may recycle it: :func:`prepare` then :func:`archive`."""
-    return archive(prepare(path, options.codec, options.level), store, layout, options.conditional, data_dir, memo)
+    prepared = prepare(path, options.codec, options.level)
+    return archive(prepared, store, layout, options.conditional, data_dir, memo, options.fallback)
 
 
 def prepare(path: Path, codec_name: str, level: int) -> Prepared:
@@ -93,6 +105,7 @@ def archive(
     conditional: bool,
     data_dir: Path | None = None,
     memo: IdentityMemo | None = None,
+    fallback: Callable[[], None] | None = None,
 ) -> Uploaded | AlreadyArchived:
     """Store a prepared WAL file unless the archive already has it.
 
@@ -100,7 +113,27 @@ def archive(
     Different bytes under the same name mean split brain or a shared prefix: refuse, so PostgreSQL keeps the file.
     ``data_dir`` (archive_command's working directory) lets files without a page header be checked against the
     cluster's pg_control. ``memo`` keeps the archive identity between calls of a long-running process.
+    ``fallback`` is for conditional_writes = "auto": an endpoint remembered as honouring If-None-Match may still
+    reject it (HTTP 501, nothing written); then ``fallback`` records that and the push is made once more with
+    HEAD-then-PUT. Without it, the rejection is raised.
     """
+    try:
+        return _archive(prepared, store, layout, conditional, data_dir, memo)
+    except ConditionalWritesUnsupported:
+        if not conditional or fallback is None:
+            raise
+        fallback()
+        return _archive(prepared, store, layout, False, data_dir, memo)
+
+
+def _archive(
+    prepared: Prepared,
+    store: Store,
+    layout: KeyLayout,
+    conditional: bool,
+    data_dir: Path | None,
+    memo: IdentityMemo | None,
+) -> Uploaded | AlreadyArchived:
     wal = prepared.wal
     system_id, pg_version = _check_content(wal, prepared, store, layout, conditional, data_dir, memo)
     body, digest, size = prepared.body, prepared.sha256, prepared.size
@@ -223,6 +256,12 @@ def _header(wal: WalName, head: bytes, size: int) -> WalHeader:
         raise WalFileError(
             f"WAL file '{wal.name}' is {size} bytes, but its segment size is {header.seg_size}",
             hint="the file is truncated or not a WAL segment; PostgreSQL only archives complete segments",
+        )
+    if not wal.segment.fits(header.seg_size):  # checked first: such a name aliases another one's start LSN
+        raise WalFileError(
+            f"WAL file '{wal.name}' is not a segment name at segment size {header.seg_size}: "
+            f"its last 8 hex digits must be below {segments_per_log(header.seg_size):08X}",
+            hint="the file was renamed or copied under a wrong name",
         )
     if header.page_lsn != wal.segment.start_lsn(header.seg_size) or header.timeline > wal.timeline:
         raise WalFileError(

@@ -146,6 +146,8 @@ def _url(value: Any) -> str:
     text = _text(value)
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
         raise ValueError("expected an http:// or https:// URL")
+    if "@" in text.split("/")[2]:  # the URL is logged and remembered in <state_dir>: never a secret
+        raise ValueError("a user or password in the URL is not allowed; credentials come from the AWS SDK's chain only")
     return text
 
 

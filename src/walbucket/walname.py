@@ -77,6 +77,14 @@ class Segment:
     def start_lsn(self, seg_size: int) -> int:
         return self.number(seg_size) * seg_size
 
+    def fits(self, seg_size: int) -> bool:
+        """Tell whether the name's segment number exists at ``seg_size`` (is below segments_per_log).
+
+        A name's last 8 hex digits are bounded only by the segment size, which the name does not carry: at 16 MiB,
+        ``000000010000000000000100`` would alias ``000000010000000100000000``, same start LSN, another name.
+        """
+        return self.seg < segments_per_log(seg_size)
+
     @classmethod
     def from_number(cls, timeline: int, number: int, seg_size: int) -> Segment:
         log, seg = divmod(number, segments_per_log(seg_size))

@@ -15,6 +15,8 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,7 @@ class Worker:
         self._lock = threading.Lock()
         self._pushes: dict[str, tuple[Future[Any], int]] = {}
         self._stored: dict[str, None] = {}  # insertion-ordered set, oldest first
+        self._failed: set[str] = set()  # names whose last upload failed
         self._pg_wal: Path | None = None
         self._gets: dict[str, Future[Any]] = {}
         self._connections = 0
@@ -131,6 +134,10 @@ class Worker:
                     request = read_message(conn)
                     if request is None:
                         return
+                    if request.get("op") == "prefetch":  # recovery took NAME from the spool: move the window on
+                        conn.sendall(pack({"status": "ok"}))  # first: PostgreSQL waits for the command, not for this
+                        self._prefetch(str(request["name"]))
+                        return
                     reply = self._dispatch(request)
                 except Exception as exc:  # noqa: BLE001 - every failure goes back to the command as its reply
                     reply = encode_error(exc)
@@ -148,9 +155,6 @@ class Worker:
             return self._push_request(Path(str(request["path"])))
         if op == "get":
             return self._get_request(str(request["name"]))
-        if op == "prefetch":  # recovery took NAME from the spool: move the window past it
-            self._prefetch(str(request["name"]))
-            return {"status": "ok"}
         if op == "ping":
             return {"status": "ok", "pid": os.getpid()}
         raise ValueError(f"unknown request {op!r}")
@@ -185,7 +189,10 @@ class Worker:
     def _forget_push(self, name: str, future: Future[Any]) -> None:
         with self._lock:
             self._pushes.pop(name, None)
-            if not future.exception():
+            if future.exception():
+                self._failed.add(name)  # retried when PostgreSQL asks for it again, not by every refill
+            else:
+                self._failed.discard(name)
                 self._stored[name] = None
                 while len(self._stored) > _REMEMBER:
                     del self._stored[next(iter(self._stored))]
@@ -213,8 +220,16 @@ class Worker:
     def _push_options(self) -> PushOptions:
         with self._options_lock:
             if self._options is None:
-                self._options = self._make_options()
+                made = self._make_options()
+                if made.fallback is not None:  # decide again after the endpoint turned out to refuse conditions
+                    made = replace(made, fallback=partial(self._forget_options, made.fallback))
+                self._options = made
             return self._options
+
+    def _forget_options(self, fallback: Callable[[], None]) -> None:
+        fallback()
+        with self._options_lock:
+            self._options = None
 
     def _look_ahead(self) -> None:
         """Queue the files PostgreSQL has marked ready, oldest first, within the look-ahead and byte limits."""
@@ -228,7 +243,7 @@ class Worker:
         ready.sort(key=lambda n: (not n.endswith(".history"), n))  # history files first, as PostgreSQL does
         with self._lock:
             queued = len(self._pushes)
-            skip = set(self._pushes) | set(self._stored)
+            skip = set(self._pushes) | set(self._stored) | self._failed
         for name in ready:
             if queued >= self.settings.async_lookahead or self._queued_bytes() >= self.settings.async_queue_bytes:
                 break
@@ -246,7 +261,10 @@ class Worker:
     # restoring ------------------------------------------------------------------------------------------------
 
     def _get_request(self, name: str) -> dict[str, Any]:
-        outcome = self._submit_get(name, requested=True).result()
+        future, fresh = self._submit_get(name, requested=True)
+        outcome = future.result()
+        if isinstance(outcome, Missing) and self.settings.restore_partial and not fresh:
+            outcome = self._get_task(name, True)  # a prefetch found no segment: only a request may take a .partial
         if isinstance(outcome, Missing):
             # the archive ends here: prefetching what follows would add lookahead GETs (all 404) to every
             # not-available answer, and compete with the answer itself for the transfer threads
@@ -254,24 +272,32 @@ class Worker:
         self._prefetch(name)
         return {"status": "ok", "size": outcome.size, "stored": outcome.stored_size, "partial": outcome.from_partial}
 
-    def _submit_get(self, name: str, *, requested: bool = False) -> Future[Any]:
-        """Queue a prefetch, or fetch the file PostgreSQL waits for right here, ahead of the queue."""
+    def _submit_get(self, name: str, *, requested: bool = False) -> tuple[Future[Any], bool]:
+        """Queue a prefetch, or fetch the file PostgreSQL waits for right here, ahead of the queue.
+
+        Return the future and whether it is a new one (False: a prefetch of NAME already ran or runs).
+        """
         with self._lock:
             running = self._gets.get(name)
             if running is not None and not (running.done() and not self.spool.prefetched(name).exists()):
-                return running
-            future: Future[Any] = Future() if requested else self.pool.submit(self._get_task, name)
+                return running, False
+            future: Future[Any] = Future() if requested else self.pool.submit(self._get_task, name, False)
             self._gets[name] = future
         if requested:
-            _complete(future, self._get_task, name)
-        return future
+            _complete(future, self._get_task, name, self.settings.restore_partial)
+        return future, True
 
-    def _get_task(self, name: str) -> Restored | Missing:
+    def _get_task(self, name: str, partial: bool) -> Restored | Missing:
+        """Fetch NAME into the spool; only with ``partial`` may a missing segment be answered by its .partial.
+
+        Prefetches never take a .partial: a copy made while the segment was missing must not be served after the
+        old primary archived the full segment.
+        """
         if self.spool.prefetched(name).exists():
             return Restored(name, "", self.spool.prefetched(name).stat().st_size, 0)
         return get(
             name, self.spool.prefetched(name), self.store, self.layout,
-            data_dir=self.data_dir, restore_partial=self.settings.restore_partial, memo=self.memo,
+            data_dir=self.data_dir, restore_partial=partial, memo=self.memo,
         )  # fmt: skip
 
     def _prefetch(self, name: str) -> None:

@@ -29,7 +29,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from ..errors import ConditionalWritesUnsupported, ConfigError, IntegrityError, StoreError, StoreUnavailable
+from ..errors import ConditionalWritesUnsupported, ConfigError, DamagedDownload, StoreError, StoreUnavailable
 from .protocol import LifecycleRules, ObjectInfo, StoredObject
 
 __all__ = ["S3Store", "retry_policy"]
@@ -96,7 +96,7 @@ def _classify(exc: Exception, key: str) -> Exception:  # noqa: PLR0911 - one fla
             hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, or an instance role",
         )
     if isinstance(exc, FlexibleChecksumError):  # the endpoint's own checksum of the body: same verdict as ours
-        return IntegrityError(
+        return DamagedDownload(
             f"object '{key}' fails the endpoint's checksum: {exc}",
             hint="the stored object or its download is damaged; restore stopped so that recovery does not replay "
             "bad WAL",
@@ -262,7 +262,9 @@ class S3Store:
                     return False
                 if conditional and code in _NOT_IMPLEMENTED:
                     raise ConditionalWritesUnsupported(
-                        f"the endpoint rejects conditional writes (If-None-Match) for '{key}'"
+                        f"the endpoint rejects conditional writes (If-None-Match) for '{key}'",
+                        hint='use an endpoint that honours them, or set conditional_writes = "auto" to fall back to '
+                        "HEAD-then-PUT",
                     ) from exc
                 raise
 

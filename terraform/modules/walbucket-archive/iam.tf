@@ -3,7 +3,8 @@
 #   cannot overwrite: every object-creating request must carry If-None-Match (walbucket sends `If-None-Match: *` for
 #   segments, .partial, .history, .backup, identity.json and the conditional-write probe). A second create of a key
 #   answers 412, which walbucket expects (duplicates, the probe).
-# - the restorer (restore_command, walbucket get) only reads.
+# - the restorer (restore_command, walbucket get) only reads; it may also read the bucket's lifecycle rules, which
+#   walbucket verify compares with the backups recorded in the archive (run verify with the restorer's credentials).
 # Both may list the prefix: without s3:ListBucket, S3 answers 403 instead of 404 for a missing key, and a
 # restore_command cannot tell "not archived" (recovery may end) from "refused" (recovery must stop).
 
@@ -19,6 +20,7 @@ locals {
     "s3:AbortMultipartUpload",
   ]
   restorer_object_actions = ["s3:GetObject", "s3:GetObjectTagging"]
+  restorer_bucket_actions = ["s3:ListBucket", "s3:GetLifecycleConfiguration"]
 
   # Never granted to the archiver; denied to the principals in var.archiver_principal_arns by the bucket policy.
   archiver_denied_actions = [
@@ -113,6 +115,13 @@ data "aws_iam_policy_document" "restorer" {
     resources = [local.objects_arn]
   }
 
+  # walbucket verify: does the lifecycle expire WAL that a backup recorded in the archive still needs?
+  statement {
+    sid       = "ReadTheLifecycleRules"
+    actions   = ["s3:GetLifecycleConfiguration"]
+    resources = [local.bucket_arn]
+  }
+
   dynamic "statement" {
     for_each = local.kms ? [var.kms_key_arn] : []
     content {
@@ -136,7 +145,7 @@ resource "aws_iam_policy" "restorer" {
   count = var.create_iam_policies ? 1 : 0
 
   name        = "${local.policy_name_prefix}-restorer"
-  description = "walbucket restore_command: read WAL under s3://${var.bucket_name}/${local.root}"
+  description = "walbucket restore_command: read WAL under s3://${var.bucket_name}/${local.root}, and the lifecycle rules (verify)"
   policy      = data.aws_iam_policy_document.restorer.json
   tags        = var.tags
 }
@@ -250,9 +259,22 @@ data "aws_iam_policy_document" "bucket" {
   dynamic "statement" {
     for_each = length(var.restorer_principal_arns) == 0 ? [] : [var.restorer_principal_arns]
     content {
+      sid       = "RestorerReadsTheLifecycleRules"
+      actions   = ["s3:GetLifecycleConfiguration"]
+      resources = [local.bucket_arn]
+      principals {
+        type        = "AWS"
+        identifiers = statement.value
+      }
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.restorer_principal_arns) == 0 ? [] : [var.restorer_principal_arns]
+    content {
       sid         = "RestorerOnlyReads"
       effect      = "Deny"
-      not_actions = concat(local.restorer_object_actions, ["s3:ListBucket"])
+      not_actions = concat(local.restorer_object_actions, local.restorer_bucket_actions)
       resources   = [local.bucket_arn, "${local.bucket_arn}/*"]
       principals {
         type        = "AWS"

@@ -1,5 +1,7 @@
 # Defaults equal walbucket.lifecycle.RetentionPolicy's, so `walbucket lifecycle` with no options prints the rules
-# this module creates with no retention variables set (tests/test_terraform.py checks it).
+# this module creates with no retention variables set (tests/test_terraform.py checks it), on an unversioned bucket.
+# On a versioned one (versioning or object lock) the rules also expire noncurrent versions after
+# noncurrent_version_days (7): `walbucket lifecycle --noncurrent-days 7` prints those.
 
 variable "bucket_name" {
   description = "Name of the S3 bucket that holds the WAL archive (created by this module)."

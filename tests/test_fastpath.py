@@ -1,0 +1,114 @@
+"""The fast path's reading of a flat settings file (fastpath.scan_flat_toml), checked against tomllib."""
+
+from __future__ import annotations
+
+import string
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from walbucket.fastpath import scan_flat_toml
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", {}),
+        ("# only a comment\n\n", {}),
+        ('async = true\nspool_dir = "/var/spool/wb"  # a comment\n', {"async": True, "spool_dir": "/var/spool/wb"}),
+        ("state_dir = '/srv/a b'\nasync_wait = 30.5\n", {"state_dir": "/srv/a b", "async_wait": "30.5"}),
+        ('bucket = "a#b" # the hash is in the string\r\nasync = false', {"bucket": "a#b", "async": False}),
+        ("async_lookahead = 1_000", {"async_lookahead": "1_000"}),
+    ],
+)
+def test_a_flat_file_is_read_as_tomllib_reads_it(text: str, expected: dict[str, object]) -> None:
+    assert scan_flat_toml(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[table]\nasync = true",  # a table: settings files have none, but the fast path cannot tell what it means
+        'spool_dir = "C:\\\\spool"',  # an escape
+        'a = """x"""',  # a multi-line string
+        "a = [1, 2]",
+        "a = {b = 1}",
+        "a.b = 1",  # a dotted key
+        '"a" = 1',  # a quoted key
+        "a = 1\na = 2",  # a repeated key: tomllib refuses it
+        "a = on",  # not TOML
+        'a = "x" "y"',
+        "a =",
+        "= 1",
+        'a = "unterminated',
+        "a = 0x10",
+        "a = +",
+        "a = 1__0",
+        "a = 1.",
+        "a = .5",
+        "a = 01",
+        "a = 1e3",
+    ],
+)
+def test_anything_else_is_left_to_the_full_command(text: str) -> None:
+    assert scan_flat_toml(text) is None
+
+
+_KEYS = st.text(string.ascii_lowercase + "_", min_size=1, max_size=12)
+_VALUES = st.one_of(
+    st.booleans(),
+    st.integers(-(10**9), 10**9),
+    st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs"), exclude_characters="\"\\'"), max_size=20),
+)
+_SPACE = st.sampled_from(["", " ", "\t", "  "])
+_COMMENT = st.sampled_from(["", "# note", "#", "# = 'x' \" [t]"])
+
+
+@st.composite
+def _documents(draw: st.DrawFn) -> tuple[str, dict[str, object]]:
+    values = draw(st.dictionaries(_KEYS, _VALUES, max_size=8))
+    lines = []
+    for key, value in values.items():
+        if isinstance(value, bool):
+            literal = "true" if value else "false"
+        elif isinstance(value, int):
+            literal = str(value)
+        else:
+            literal = draw(st.sampled_from(['"{}"', "'{}'"])).format(value)
+        comment = draw(_COMMENT)
+        lines.append(f"{draw(_SPACE)}{key}{draw(_SPACE)}={draw(_SPACE)}{literal}{draw(_SPACE)}{comment}")
+        if draw(st.booleans()):
+            lines.append(draw(_COMMENT))
+    return "\n".join(lines), values
+
+
+@given(_documents())
+def test_every_flat_document_reads_as_tomllib_reads_it(document: tuple[str, dict[str, object]]) -> None:
+    text, values = document
+    parsed = tomllib.loads(text)
+    assert parsed == values
+    scanned = scan_flat_toml(text)
+    assert scanned is not None
+    assert scanned == {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in parsed.items()}
+
+
+@settings(max_examples=2000)
+@given(st.text(alphabet=st.sampled_from(list("ab_=#\"' \t\n[].,{}\\0123456789tfrue+-")), max_size=40))
+def test_whatever_the_scanner_accepts_tomllib_reads_the_same(text: str) -> None:
+    scanned = scan_flat_toml(text)
+    if scanned is None:
+        return
+    parsed = tomllib.loads(text)  # raises if the scanner accepted something that is not TOML
+    assert set(parsed) == set(scanned)
+    for key, value in parsed.items():
+        if isinstance(value, (bool, str)):
+            assert scanned[key] == value
+        else:
+            assert float(str(scanned[key]).replace("_", "")) == float(value)
