@@ -524,6 +524,33 @@ def test_get_restores_through_the_worker_and_serves_the_next_segments_from_the_p
     assert standby.restored.read_bytes() == contents[names[1 + lookahead]]
 
 
+def test_the_prefetch_window_starts_at_four_and_doubles_when_recovery_catches_up_with_it(
+    make_cluster: Callable[..., Cluster], moto_server: MotoServer, s3_client: Any, bucket: str
+) -> None:
+    primary = make_cluster("primary")
+    names = [seg(n) for n in range(1, 17)]
+    archive_segments(primary, names, s3_client, bucket)
+    with FaultProxy(moto_server.url) as proxy:
+        standby = make_cluster("restored", WALBUCKET_ENDPOINT_URL=proxy.url, WALBUCKET_ASYNC_LOOKAHEAD="16")
+        assert standby.get(names[0]).returncode == 0
+        wait_for(lambda: standby.prefetched() == names[1:5], 30, "the first window of four")
+        fetched = proxy.received
+        for name in names[1:4]:  # recovery takes them from the spool; each moves the window on by one
+            assert standby.get(name).returncode == 0
+        wait_for(lambda: standby.prefetched() == names[4:8], 30, "the window moved on by three")
+        assert proxy.received == fetched + 3, "only the window of four is fetched, not async_lookahead"
+
+        proxy.delay = 1.0  # the next fetches are slow: recovery catches up with a prefetch in flight
+        assert standby.get(names[4]).returncode == 0  # from the spool: queues names[8]
+        for name in names[5:8]:
+            assert standby.get(name).returncode == 0
+        waited = standby.get(names[8])  # still in flight: the command waits for it, and the window doubles
+        assert waited.returncode == 0, waited.stderr
+        assert "from the async worker" in waited.stderr
+        proxy.delay = 0
+        wait_for(lambda: standby.prefetched() == names[9:16], 30, "a window of eight (seven are archived)")
+
+
 def test_a_prefetch_never_takes_a_partial_only_the_requested_segment_may(
     make_cluster: Callable[..., Cluster], s3_client: Any, bucket: str
 ) -> None:

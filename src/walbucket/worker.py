@@ -33,6 +33,7 @@ __all__ = ["Worker", "acquire_lock"]
 
 log = logging.getLogger("walbucket.worker")
 _READY = ".ready"
+_FIRST_WINDOW = 4
 _REMEMBER = 4096  # names this worker stored lately: not pushed again while PostgreSQL marks them done
 
 
@@ -79,6 +80,9 @@ class Worker:
         self._failed: set[str] = set()  # names whose last upload failed
         self._pg_wal: Path | None = None
         self._gets: dict[str, Future[Any]] = {}
+        # Prefetch window: starts small and doubles (up to async_lookahead) each time recovery catches up with a
+        # prefetch still in flight, so a recovery that the worker keeps ahead of fetches few objects past its end.
+        self._window = min(_FIRST_WINDOW, settings.async_lookahead)
         self._connections = 0
         self._last_activity = time.monotonic()
 
@@ -262,6 +266,9 @@ class Worker:
 
     def _get_request(self, name: str) -> dict[str, Any]:
         future, fresh = self._submit_get(name, requested=True)
+        if not fresh and not future.done():  # recovery waits for a prefetch: the window was too short
+            with self._lock:
+                self._window = min(self._window * 2, self.settings.async_lookahead)
         outcome = future.result()
         if isinstance(outcome, Missing) and self.settings.restore_partial and not fresh:
             outcome = self._get_task(name, True)  # a prefetch found no segment: only a request may take a .partial
@@ -315,7 +322,7 @@ class Worker:
             return
         budget = self.settings.async_queue_bytes - self._spooled_bytes()
         segment = wal.segment
-        for _ in range(self.settings.async_lookahead):
+        for _ in range(self._window):
             segment = segment.next(identity.seg_size)
             if budget < identity.seg_size:
                 break
