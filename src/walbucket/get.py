@@ -149,11 +149,13 @@ def _decompress_into(out: AtomicFile, stored: StoredObject, codec: Codec) -> tup
     size = 0
     try:
         reader = codec.reader(io.BytesIO(stored.body))
-        while chunk := reader.read(_CHUNK):
+        buffer = memoryview(bytearray(_CHUNK))  # one buffer, reused: no new megabyte per chunk
+        while n := reader.readinto(buffer):
+            chunk = buffer[:n]
             if len(head) < LONG_HEADER_SIZE:
-                head += chunk[: LONG_HEADER_SIZE - len(head)]
+                head += bytes(chunk[: LONG_HEADER_SIZE - len(head)])
             digest.update(chunk)
-            size += len(chunk)
+            size += n
             out.write(chunk)
     except OSError:
         raise  # the local disk, not the stored object

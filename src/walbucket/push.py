@@ -203,12 +203,14 @@ def _prepare(path: Path, wal: WalName, codec: Codec, level: int) -> Prepared:
             parts: list[bytes] = []
             head = b""
             total = 0
-            while total < size and (chunk := f.read(min(_CHUNK, size - total))):
+            buffer = memoryview(bytearray(_CHUNK))  # one buffer, reused: no new megabyte per chunk
+            while total < size and (n := f.readinto(buffer[: min(_CHUNK, size - total)])):
+                chunk = buffer[:n]
                 if len(head) < LONG_HEADER_SIZE:
-                    head += chunk[: LONG_HEADER_SIZE - len(head)]
+                    head += bytes(chunk[: LONG_HEADER_SIZE - len(head)])
                 digest.update(chunk)
                 parts.append(stream.compress(chunk))
-                total += len(chunk)
+                total += n
             total += sum(len(extra) for extra in iter(lambda: f.read(_CHUNK), b""))
             # checked before flush: the compressors were promised `size` bytes and fail on any other count
             if total != size:
