@@ -2,7 +2,8 @@
 
 PostgreSQL still calls the command once per file; the command asks this worker (worker_protocol) or answers from
 the spool (spool.py). The worker reads ``pg_wal/archive_status/*.ready`` to push ahead, but never renames or
-touches them: PostgreSQL alone marks a file done. It exits after ``async_idle_exit`` seconds without work.
+touches them: PostgreSQL alone marks a file done. Restoring is prefetch.py's. It exits after ``async_idle_exit``
+seconds without work.
 """
 
 from __future__ import annotations
@@ -20,29 +21,20 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .get import Missing, Restored, get
 from .keylayout import KeyLayout
-from .push import AlreadyArchived, IdentityMemo, PushOptions, Uploaded, load_identity, push
+from .prefetch import Prefetcher, settle
+from .push import AlreadyArchived, IdentityMemo, PushOptions, Uploaded, push
 from .settings import Settings
 from .spool import Spool, stamp_of
 from .store import Store
-from .walname import WalKind, parse_wal_name
+from .walname import parse_wal_name
 from .worker_protocol import encode_error, pack, read_message, unix_path
 
 __all__ = ["Worker", "acquire_lock"]
 
 log = logging.getLogger("walbucket.worker")
 _READY = ".ready"
-_FIRST_WINDOW = 4
 _REMEMBER = 4096  # names this worker stored lately: not pushed again while PostgreSQL marks them done
-
-
-def _complete(future: Future[Any], fn: Callable[..., Any], *args: Any) -> None:
-    """Run ``fn`` in this thread and settle ``future`` with its result or exception."""
-    try:
-        future.set_result(fn(*args))
-    except Exception as exc:  # noqa: BLE001 - handed to whoever waits on the future
-        future.set_exception(exc)
 
 
 def acquire_lock(spool: Spool) -> int | None:
@@ -79,17 +71,14 @@ class Worker:
         self._stored: dict[str, None] = {}  # insertion-ordered set, oldest first
         self._failed: set[str] = set()  # names whose last upload failed
         self._pg_wal: Path | None = None
-        self._gets: dict[str, Future[Any]] = {}
-        # Prefetch window: starts small and doubles (up to async_lookahead) each time recovery catches up with a
-        # prefetch still in flight, so a recovery that the worker keeps ahead of fetches few objects past its end.
-        self._window = min(_FIRST_WINDOW, settings.async_lookahead)
+        self.restore = Prefetcher(settings, data_dir, spool, store, self.layout, self.memo, self.pool)
         self._connections = 0
         self._last_activity = time.monotonic()
 
     # serving --------------------------------------------------------------------------------------------------
 
     def serve(self) -> None:
-        self._clear_prefetched()  # prefetching is cheap to redo; never trust a file from a dead worker
+        self.restore.clear()  # prefetching is cheap to redo; never trust a file from a dead worker
         self.spool.socket_path.unlink(missing_ok=True)  # ours to replace: we hold the lock
         name, fd = unix_path(self.spool.socket_path)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -118,16 +107,12 @@ class Worker:
             self.pool.shutdown(wait=True)
             # Nothing verifies a prefetched file again when the command hands it over, so none outlives the worker
             # that verified it: the data directory may be replaced by another cluster's before the next recovery.
-            self._clear_prefetched()
+            self.restore.clear()
         log.info("worker %d idle for %gs: exiting", os.getpid(), self.settings.async_idle_exit)
-
-    def _clear_prefetched(self) -> None:
-        for leftover in self.spool.restore_dir.iterdir():
-            leftover.unlink(missing_ok=True)
 
     def _idle(self) -> bool:
         with self._lock:
-            busy = self._connections or self._pushes or any(not f.done() for f in self._gets.values())
+            busy = self._connections or self._pushes or self.restore.busy()
             return not busy and time.monotonic() - self._last_activity > self.settings.async_idle_exit
 
     def _handle(self, conn: socket.socket) -> None:
@@ -140,7 +125,7 @@ class Worker:
                         return
                     if request.get("op") == "prefetch":  # recovery took NAME from the spool: move the window on
                         conn.sendall(pack({"status": "ok"}))  # first: PostgreSQL waits for the command, not for this
-                        self._prefetch(str(request["name"]))
+                        self.restore.advance(str(request["name"]))
                         return
                     reply = self._dispatch(request)
                 except Exception as exc:  # noqa: BLE001 - every failure goes back to the command as its reply
@@ -158,7 +143,7 @@ class Worker:
         if op == "push":
             return self._push_request(Path(str(request["path"])))
         if op == "get":
-            return self._get_request(str(request["name"]))
+            return self.restore.request(str(request["name"]))
         if op == "ping":
             return {"status": "ok", "pid": os.getpid()}
         raise ValueError(f"unknown request {op!r}")
@@ -187,7 +172,7 @@ class Worker:
             self._pushes[name] = (future, size)
         future.add_done_callback(lambda _f: self._forget_push(name, _f))
         if not lookahead:
-            _complete(future, self._push_task, name, path, False)
+            settle(future, self._push_task, name, path, False)
         return future
 
     def _forget_push(self, name: str, future: Future[Any]) -> None:
@@ -261,80 +246,3 @@ class Worker:
     def _queued_bytes(self) -> int:
         with self._lock:
             return sum(size for _future, size in self._pushes.values())
-
-    # restoring ------------------------------------------------------------------------------------------------
-
-    def _get_request(self, name: str) -> dict[str, Any]:
-        future, fresh = self._submit_get(name, requested=True)
-        if not fresh and not future.done():  # recovery waits for a prefetch: the window was too short
-            with self._lock:
-                self._window = min(self._window * 2, self.settings.async_lookahead)
-        outcome = future.result()
-        if isinstance(outcome, Missing) and self.settings.restore_partial and not fresh:
-            outcome = self._get_task(name, True)  # a prefetch found no segment: only a request may take a .partial
-        if isinstance(outcome, Missing):
-            # the archive ends here: prefetching what follows would add lookahead GETs (all 404) to every
-            # not-available answer, and compete with the answer itself for the transfer threads
-            return {"status": "missing"}
-        self._prefetch(name)
-        return {"status": "ok", "size": outcome.size, "stored": outcome.stored_size, "partial": outcome.from_partial}
-
-    def _submit_get(self, name: str, *, requested: bool = False) -> tuple[Future[Any], bool]:
-        """Queue a prefetch, or fetch the file PostgreSQL waits for right here, ahead of the queue.
-
-        Return the future and whether it is a new one (False: a prefetch of NAME already ran or runs).
-        """
-        with self._lock:
-            running = self._gets.get(name)
-            if running is not None and not (running.done() and not self.spool.prefetched(name).exists()):
-                return running, False
-            future: Future[Any] = Future() if requested else self.pool.submit(self._get_task, name, False)
-            self._gets[name] = future
-        if requested:
-            _complete(future, self._get_task, name, self.settings.restore_partial)
-        return future, True
-
-    def _get_task(self, name: str, partial: bool) -> Restored | Missing:
-        """Fetch NAME into the spool; only with ``partial`` may a missing segment be answered by its .partial.
-
-        Prefetches never take a .partial: a copy made while the segment was missing must not be served after the
-        old primary archived the full segment.
-        """
-        if self.spool.prefetched(name).exists():
-            return Restored(name, "", self.spool.prefetched(name).stat().st_size, 0)
-        return get(
-            name, self.spool.prefetched(name), self.store, self.layout,
-            data_dir=self.data_dir, restore_partial=partial, memo=self.memo,
-        )  # fmt: skip
-
-    def _prefetch(self, name: str) -> None:
-        wal = parse_wal_name(name)
-        if wal is None or wal.kind is not WalKind.SEGMENT or wal.segment is None:
-            return
-        with self._lock:  # forget what recovery has passed
-            for other in [n for n, f in self._gets.items() if f.done() and n[:8] == name[:8] and n < name]:
-                del self._gets[other]
-        for old in self.spool.restore_dir.iterdir():
-            if old.name[:8] == name[:8] and old.name < name:
-                old.unlink(missing_ok=True)
-        identity = load_identity(self.store, self.layout, self.memo)
-        if identity is None:
-            return
-        budget = self.settings.async_queue_bytes - self._spooled_bytes()
-        segment = wal.segment
-        for _ in range(self._window):
-            segment = segment.next(identity.seg_size)
-            if budget < identity.seg_size:
-                break
-            # in flight or already spooled: kept; absent last time (the archive's end then): asked again
-            self._submit_get(segment.name)
-            budget -= identity.seg_size
-
-    def _spooled_bytes(self) -> int:
-        total = 0
-        for path in self.spool.restore_dir.iterdir():
-            try:
-                total += path.stat().st_size
-            except OSError:
-                continue
-        return total

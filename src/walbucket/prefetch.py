@@ -1,0 +1,144 @@
+"""The restore side of the async worker: fetch what recovery asks for, and prefetch what follows into the spool.
+
+Each file is verified (get.verify_into) and renamed into ``restore/`` before the command may hand it over. The window
+of segments prefetched past the one recovery is at starts at 4 and doubles, up to ``async_lookahead``, each time
+recovery asks for a segment whose prefetch is still in flight: a recovery the worker keeps ahead of fetches few
+objects past its end, and a slow endpoint gets a deeper window. Prefetches never take a ``.partial``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from .get import Missing, Restored, get
+from .keylayout import KeyLayout
+from .push import IdentityMemo, load_identity
+from .settings import Settings
+from .spool import Spool
+from .store import Store
+from .walname import WalKind, parse_wal_name
+
+__all__ = ["Prefetcher", "settle"]
+
+_FIRST_WINDOW = 4
+
+
+def settle(future: Future[Any], fn: Callable[..., Any], *args: Any) -> None:
+    """Run ``fn`` in this thread and settle ``future`` with its result or exception."""
+    try:
+        future.set_result(fn(*args))
+    except Exception as exc:  # noqa: BLE001 - handed to whoever waits on the future
+        future.set_exception(exc)
+
+
+class Prefetcher:
+    def __init__(
+        self,
+        settings: Settings,
+        data_dir: Path,
+        spool: Spool,
+        store: Store,
+        layout: KeyLayout,
+        memo: IdentityMemo,
+        pool: ThreadPoolExecutor,
+    ) -> None:
+        self.settings = settings
+        self.data_dir = data_dir
+        self.spool = spool
+        self.store = store
+        self.layout = layout
+        self.memo = memo
+        self.pool = pool
+        self._lock = threading.Lock()
+        self._gets: dict[str, Future[Any]] = {}
+        self._window = min(_FIRST_WINDOW, settings.async_lookahead)
+
+    def busy(self) -> bool:
+        with self._lock:
+            return any(not f.done() for f in self._gets.values())
+
+    def clear(self) -> None:
+        """Remove every prefetched file: only the worker that verified a file may hand it over."""
+        for leftover in self.spool.restore_dir.iterdir():
+            leftover.unlink(missing_ok=True)
+
+    def request(self, name: str) -> dict[str, Any]:
+        """Fetch NAME for the command that asks for it, ahead of the queue; then move the window past it."""
+        future, fresh = self._submit(name, requested=True)
+        if not fresh and not future.done():  # recovery waits for a prefetch: the window was too short
+            with self._lock:
+                self._window = min(self._window * 2, self.settings.async_lookahead)
+        outcome = future.result()
+        if isinstance(outcome, Missing) and self.settings.restore_partial and not fresh:
+            outcome = self._fetch(name, True)  # a prefetch found no segment: only a request may take a .partial
+        if isinstance(outcome, Missing):
+            # the archive ends here: prefetching what follows would add lookahead GETs (all 404) to every
+            # not-available answer, and compete with the answer itself for the transfer threads
+            return {"status": "missing"}
+        self.advance(name)
+        return {"status": "ok", "size": outcome.size, "stored": outcome.stored_size, "partial": outcome.from_partial}
+
+    def _submit(self, name: str, *, requested: bool = False) -> tuple[Future[Any], bool]:
+        """Queue a prefetch, or fetch the file PostgreSQL waits for right here, ahead of the queue.
+
+        Return the future and whether it is a new one (False: a prefetch of NAME already ran or runs).
+        """
+        with self._lock:
+            running = self._gets.get(name)
+            if running is not None and not (running.done() and not self.spool.prefetched(name).exists()):
+                return running, False
+            future: Future[Any] = Future() if requested else self.pool.submit(self._fetch, name, False)
+            self._gets[name] = future
+        if requested:
+            settle(future, self._fetch, name, self.settings.restore_partial)
+        return future, True
+
+    def _fetch(self, name: str, partial: bool) -> Restored | Missing:
+        """Fetch NAME into the spool; only with ``partial`` may a missing segment be answered by its .partial.
+
+        Prefetches never take a .partial: a copy made while the segment was missing must not be served after the
+        old primary archived the full segment.
+        """
+        if self.spool.prefetched(name).exists():
+            return Restored(name, "", self.spool.prefetched(name).stat().st_size, 0)
+        return get(
+            name, self.spool.prefetched(name), self.store, self.layout,
+            data_dir=self.data_dir, restore_partial=partial, memo=self.memo,
+        )  # fmt: skip
+
+    def advance(self, name: str) -> None:
+        """Recovery is at NAME: forget what it passed and queue the window of segments that follow."""
+        wal = parse_wal_name(name)
+        if wal is None or wal.kind is not WalKind.SEGMENT or wal.segment is None:
+            return
+        with self._lock:  # forget what recovery has passed
+            for other in [n for n, f in self._gets.items() if f.done() and n[:8] == name[:8] and n < name]:
+                del self._gets[other]
+        for old in self.spool.restore_dir.iterdir():
+            if old.name[:8] == name[:8] and old.name < name:
+                old.unlink(missing_ok=True)
+        identity = load_identity(self.store, self.layout, self.memo)
+        if identity is None:
+            return
+        budget = self.settings.async_queue_bytes - self._spooled_bytes()
+        segment = wal.segment
+        for _ in range(self._window):
+            segment = segment.next(identity.seg_size)
+            if budget < identity.seg_size:
+                break
+            # in flight or already spooled: kept; absent last time (the archive's end then): asked again
+            self._submit(segment.name)
+            budget -= identity.seg_size
+
+    def _spooled_bytes(self) -> int:
+        total = 0
+        for path in self.spool.restore_dir.iterdir():
+            try:
+                total += path.stat().st_size
+            except OSError:
+                continue
+        return total
