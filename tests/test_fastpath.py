@@ -55,6 +55,10 @@ def test_a_flat_file_is_read_as_tomllib_reads_it(text: str, expected: dict[str, 
         "a = .5",
         "a = 01",
         "a = 1e3",
+        "async = true # x\u2028spool_dir = '/elsewhere'",  # str.splitlines splits there, TOML does not
+        "async = true\rspool_dir = '/elsewhere'",  # a lone carriage return: not TOML
+        "async = true\x0bspool_dir = '/elsewhere'",
+        "a = 1 # \x7f",
     ],
 )
 def test_anything_else_is_left_to_the_full_command(text: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ def test_commit_puts_the_bytes_at_dest(tmp_path: Path) -> None:
     with AtomicFile(dest) as f:
         f.write(b"abc")
         f.write(memoryview(b"defg")[1:])
-        assert names(tmp_path) == [f".{dest.name}.{os.getpid()}.walbucket-tmp"]
+        assert names(tmp_path) == [f".{dest.name}.{os.getpid()}.{threading.get_ident()}.walbucket-tmp"]
         assert not dest.exists()
         f.commit()
     assert dest.read_bytes() == b"abcefg"
@@ -96,14 +97,30 @@ def test_file_mode(tmp_path: Path, mode: int, expected: int) -> None:
     assert (tmp_path / "dest").stat().st_mode & 0o777 == expected
 
 
-def test_a_stale_temporary_file_of_the_same_process_is_truncated(tmp_path: Path) -> None:
+def test_a_stale_temporary_file_of_the_same_thread_is_truncated(tmp_path: Path) -> None:
     dest = tmp_path / "dest"
-    stale = tmp_path / f".dest.{os.getpid()}.walbucket-tmp"
+    stale = tmp_path / f".dest.{os.getpid()}.{threading.get_ident()}.walbucket-tmp"
     stale.write_bytes(b"stale stale stale")
     with AtomicFile(dest) as f:
         f.write(b"fresh")
         f.commit()
     assert dest.read_bytes() == b"fresh"
+    assert names(tmp_path) == ["dest"]
+
+
+def test_two_threads_writing_one_name_use_two_temporary_files(tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    other: list[AtomicFile] = []
+    with AtomicFile(dest) as mine:
+        thread = threading.Thread(target=lambda: other.append(AtomicFile(dest)))
+        thread.start()
+        thread.join()
+        assert other[0].tmp != mine.tmp
+        mine.write(b"mine")
+        other[0].write(b"other's")
+        other[0].commit()
+        mine.commit()
+    assert dest.read_bytes() == b"mine"
     assert names(tmp_path) == ["dest"]
 
 

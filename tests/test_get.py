@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -417,7 +418,7 @@ def test_a_full_disk_is_reported_as_a_local_write_failure_not_as_damage(
     archive_segment(store, src)
     dest = dest_dir / "RECOVERYXLOG"
     # the temporary file AtomicFile will open, pointed at a device where every write fails with ENOSPC
-    (dest_dir / f".RECOVERYXLOG.{os.getpid()}.walbucket-tmp").symlink_to("/dev/full")
+    (dest_dir / f".RECOVERYXLOG.{os.getpid()}.{threading.get_ident()}.walbucket-tmp").symlink_to("/dev/full")
     with pytest.raises(WalFileError) as caught:
         get(FIRST, dest, store, LAYOUT, data_dir=None)
     assert caught.value.message == f"cannot write WAL file '{dest}': No space left on device"

@@ -37,6 +37,8 @@ _FAST_SETTINGS = ("async", "spool_dir", "state_dir", "async_wait")
 
 def _settings(env: Mapping[str, str]) -> dict[str, object] | None:
     """Return the settings the fast path needs, the environment over the settings file; None if unsure."""
+    if any(k.startswith("WALBUCKET_") and not k.isupper() for k in env):
+        return None  # settings.py takes WALBUCKET_Spool_Dir too: leave such names to it
     values: dict[str, object] = {}
     config = env.get("WALBUCKET_CONFIG")
     if config:
@@ -49,6 +51,8 @@ def _settings(env: Mapping[str, str]) -> dict[str, object] | None:
         if doc is None:
             return None
         values.update((k, v) for k, v in doc.items() if k in _FAST_SETTINGS)
+        if any(isinstance(v, str) and not v.strip() for v in values.values()):
+            return None  # settings.py refuses an empty string
     for name in _FAST_SETTINGS:
         value = env.get("WALBUCKET_" + name.upper())
         if value == "":
@@ -84,6 +88,7 @@ def _spool_root(env: Mapping[str, str], values: Mapping[str, object]) -> str | N
 _MAX_CONFIG = 1 << 16
 _BARE_KEY = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _DIGITS = frozenset("0123456789_")
+_ODD_CHARACTERS = frozenset("\x7f\x85\u2028\u2029")
 
 
 def scan_flat_toml(text: str) -> dict[str, object] | None:
@@ -93,8 +98,11 @@ def scan_flat_toml(text: str) -> dict[str, object] | None:
     decimal numbers (returned as their text), each with an optional trailing comment. Anything else (tables, arrays,
     escapes, multi-line strings, a repeated key) gives None, and the full command reads the file with tomllib.
     """
+    text = text.replace("\r\n", "\n")
+    if any((c < " " and c not in "\t\n") or c in _ODD_CHARACTERS for c in text):
+        return None  # control characters (TOML refuses them) or line breaks that only str.splitlines knows
     doc: dict[str, object] = {}
-    for raw in text.splitlines():
+    for raw in text.split("\n"):
         line = raw.strip(" \t")
         if not line or line.startswith("#"):
             continue
@@ -142,6 +150,15 @@ def _decimal(word: str) -> bool:
     return all(p[:1].isdigit() and p[-1:].isdigit() and "__" not in p and set(p) <= _DIGITS for p in parts)
 
 
+def _wait(values: Mapping[str, object]) -> float | None:
+    """``async_wait`` in seconds; None when settings.py would refuse it (the full command says why)."""
+    try:
+        wait = float(str(values.get("async_wait") or 120))
+    except ValueError:
+        return None
+    return wait if 0 < wait <= 86400 else None
+
+
 def fast_path(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
     """Answer ``push PATH`` or ``get NAME DEST`` in asynchronous mode without starting anything; None to hand over."""
     started = time.monotonic()
@@ -149,11 +166,8 @@ def fast_path(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
         return None
     values = _settings(env)
     root = None if values is None else _spool_root(env, values)
-    if values is None or root is None:
-        return None
-    try:
-        wait = float(str(values.get("async_wait") or 120))
-    except ValueError:
+    wait = None if values is None else _wait(values)
+    if root is None or wait is None:
         return None
     from .errors import exit_code_for, failure_lines
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from types import TracebackType
 
@@ -25,7 +26,8 @@ class AtomicFile:
 
     def __init__(self, dest: Path, mode: int = 0o600) -> None:
         self.dest = dest
-        self.tmp = dest.with_name(f".{dest.name}.{os.getpid()}.walbucket-tmp")
+        # process and thread in the name: two threads of the worker may write the same name at once
+        self.tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.walbucket-tmp")
         self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
         self._done = False
 

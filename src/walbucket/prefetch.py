@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,7 @@ class Prefetcher:
                 self._window = min(self._window * 2, self.settings.async_lookahead)
         outcome = future.result()
         if isinstance(outcome, Missing) and self.settings.restore_partial and not fresh:
-            outcome = self._fetch(name, True)  # a prefetch found no segment: only a request may take a .partial
+            outcome = self._fetch_with_partial(name)  # a prefetch found no segment: only a request takes a .partial
         if isinstance(outcome, Missing):
             # the archive ends here: prefetching what follows would add lookahead GETs (all 404) to every
             # not-available answer, and compete with the answer itself for the transfer threads
@@ -96,6 +96,20 @@ class Prefetcher:
         if requested:
             settle(future, self._fetch, name, self.settings.restore_partial)
         return future, True
+
+    def _fetch_with_partial(self, name: str) -> Restored | Missing:
+        """Fetch NAME again, allowing its .partial, registered so that no prefetch of NAME runs beside it."""
+        while True:
+            with self._lock:
+                running = self._gets.get(name)
+                if running is None or running.done():
+                    future: Future[Any] = Future()
+                    self._gets[name] = future
+                    break
+            wait([running])
+        settle(future, self._fetch, name, True)
+        outcome: Restored | Missing = future.result()
+        return outcome
 
     def _fetch(self, name: str, partial: bool) -> Restored | Missing:
         """Fetch NAME into the spool; only with ``partial`` may a missing segment be answered by its .partial.

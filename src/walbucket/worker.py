@@ -25,7 +25,7 @@ from .keylayout import KeyLayout
 from .prefetch import Prefetcher, settle
 from .push import AlreadyArchived, IdentityMemo, PushOptions, Uploaded, push
 from .settings import Settings
-from .spool import Spool, stamp_of
+from .spool import FileStamp, Spool, stamp_of
 from .store import Store
 from .walname import parse_wal_name
 from .worker_protocol import encode_error, pack, read_message, unix_path
@@ -35,6 +35,14 @@ __all__ = ["Worker", "acquire_lock"]
 log = logging.getLogger("walbucket.worker")
 _READY = ".ready"
 _REMEMBER = 4096  # names this worker stored lately: not pushed again while PostgreSQL marks them done
+
+
+def _stamp_or_none(path: Path) -> FileStamp | None:
+    """The file's stamp, or None when PostgreSQL removed or recycled it meanwhile."""
+    try:
+        return stamp_of(path)
+    except FileNotFoundError:
+        return None
 
 
 def acquire_lock(spool: Spool) -> int | None:
@@ -152,18 +160,29 @@ class Worker:
 
     def _push_request(self, path: Path) -> dict[str, Any]:
         self._pg_wal = path.parent
+        future, mine = self._submit_push(path.name, path, lookahead=False)  # registered first: not a look-ahead
         self._look_ahead()
-        outcome = self._submit_push(path.name, path, lookahead=False).result()
+        if mine:
+            settle(future, self._push_task, path.name, path, False)  # in this thread, ahead of the queue
+        outcome = future.result()
         if isinstance(outcome, Uploaded):
             return {"status": "ok", "outcome": "archived", "size": outcome.size, "stored": outcome.stored_size}
         return {"status": "ok", "outcome": "duplicate", "size": outcome.size}
 
-    def _submit_push(self, name: str, path: Path, *, lookahead: bool) -> Future[Any]:
-        """Queue a look-ahead upload, or run the one PostgreSQL waits for right here, ahead of the queue."""
+    def _submit_push(self, name: str, path: Path, *, lookahead: bool) -> tuple[Future[Any], bool]:
+        """Queue a look-ahead upload, or register the one PostgreSQL waits for, which the caller runs.
+
+        Return the future and whether it is new (False: an upload of NAME is already under way, or a look-ahead
+        found NAME stored or failed since it listed the ready files).
+        """
         with self._lock:
             running = self._pushes.get(name)
             if running is not None:
-                return running[0]
+                return running[0], False
+            if lookahead and (name in self._stored or name in self._failed):
+                done: Future[Any] = Future()
+                done.cancel()
+                return done, False
             try:
                 size = path.stat().st_size
             except OSError:
@@ -171,14 +190,12 @@ class Worker:
             future: Future[Any] = self.pool.submit(self._push_task, name, path, True) if lookahead else Future()
             self._pushes[name] = (future, size)
         future.add_done_callback(lambda _f: self._forget_push(name, _f))
-        if not lookahead:
-            settle(future, self._push_task, name, path, False)
-        return future
+        return future, True
 
     def _forget_push(self, name: str, future: Future[Any]) -> None:
         with self._lock:
             self._pushes.pop(name, None)
-            if future.exception():
+            if future.cancelled() or future.exception():
                 self._failed.add(name)  # retried when PostgreSQL asks for it again, not by every refill
             else:
                 self._failed.discard(name)
@@ -196,7 +213,7 @@ class Worker:
         try:
             stamp = stamp_of(path)
             outcome = push(path, self.store, self.layout, self._push_options(), self.data_dir, self.memo)
-            if stamp_of(path) == stamp:  # acknowledge only the very file that was stored
+            if _stamp_or_none(path) == stamp:  # acknowledge only the very file that was stored (it may be gone)
                 self.spool.write_ack(name, stamp, "archived" if isinstance(outcome, Uploaded) else "duplicate")
         except Exception as exc:
             if lookahead:
@@ -240,8 +257,7 @@ class Worker:
                 continue
             if any((self.spool.archive_dir / f"{name}{s}").exists() for s in (".ok", ".error")):
                 continue
-            self._submit_push(name, pg_wal / name, lookahead=True)
-            queued += 1
+            queued += self._submit_push(name, pg_wal / name, lookahead=True)[1]
 
     def _queued_bytes(self) -> int:
         with self._lock:
