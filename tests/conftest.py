@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -49,6 +50,14 @@ def wb_env(moto_server: MotoServer, bucket: str, tmp_path: Path) -> dict[str, st
         "WALBUCKET_RETRY_BUDGET": "5",
         **moto_server.env(bucket, prefix="test"),
     }
+
+
+_ELAPSED = re.compile(r"\(exit (\d+) after \d+\.\d{3}s\)")
+
+
+def untimed(text: str) -> str:
+    """``text`` with the time of each failure line taken out: '(exit 6 after 0.123s)' becomes '(exit 6)'."""
+    return _ELAPSED.sub(r"(exit \1)", text)
 
 
 def run_walbucket(

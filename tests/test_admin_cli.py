@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from conftest import WALBUCKET, run_walbucket
+from conftest import WALBUCKET, run_walbucket, untimed
 from lab_s3 import MotoServer
 from walbucket.keylayout import KeyLayout, object_metadata, object_tags
 from walbucket.push import PushOptions, push
@@ -201,7 +201,7 @@ def test_check_fails_for_another_cluster_and_without_credentials(
 def test_check_refuses_a_password_in_the_dsn(wb_env: dict[str, str]) -> None:
     result = run_walbucket(["check", "--dsn", "host=db password=secret"], wb_env)
     assert result.returncode == 2
-    assert "walbucket check: ERROR: --dsn holds a password (exit 2)" in result.stderr
+    assert "walbucket check: ERROR: --dsn holds a password (exit 2)" in untimed(result.stderr)
 
 
 # --- backfill ------------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from conftest import WALBUCKET, run_walbucket
+from conftest import WALBUCKET, run_walbucket, untimed
 from lab_pg import wait_for
 from lab_proxy import FaultProxy
 from lab_s3 import MotoServer, free_port
@@ -274,7 +274,7 @@ def test_an_acknowledgement_does_not_answer_for_a_replaced_file_under_its_name(
     result = cluster.push(second)
 
     assert result.returncode == code, result.stderr
-    assert f"walbucket push {second}: {message.format(name=second)}" in result.stderr
+    assert f"walbucket push {second}: {message.format(name=second)}" in untimed(result.stderr)
     assert "stored ahead" not in result.stderr
     assert not cluster.ack(second).exists()
 
@@ -302,14 +302,14 @@ def test_a_failed_look_ahead_upload_is_reported_on_the_next_push_of_that_file_wh
     )
     reported = cluster.push(foreign)
     assert reported.returncode == 5, reported.stderr
-    assert expected in reported.stderr.splitlines()
+    assert expected in untimed(reported.stderr).splitlines()
     assert "each cluster needs its own bucket or prefix" in reported.stderr
     assert not error_file.exists(), "the error is reported once"
     assert cluster.log().count(f"push {foreign} failed") == 1, "answered from the spool, not uploaded again"
 
     retried = cluster.push(foreign)  # PostgreSQL calls again: the worker tries the upload again
     assert retried.returncode == 5, retried.stderr
-    assert expected in retried.stderr.splitlines()
+    assert expected in untimed(retried.stderr).splitlines()
     assert cluster.log().count(f"push {foreign} failed") == 2
 
     cluster.ready(foreign)  # the right file appears under the name: the next retry succeeds
@@ -615,7 +615,7 @@ def test_a_damaged_object_exits_210_through_the_worker_and_a_failed_prefetch_is_
     assert (
         f"walbucket get {names[1]}: ERROR: WAL file '{names[1]}' from '{key}' fails its checksum "
         "(SHA-256 or size differ from the metadata) (exit 210)"
-    ) in result.stderr.splitlines()
+    ) in untimed(result.stderr).splitlines()
     assert cluster.restored.read_bytes() == segment_bytes(names[0]), "the earlier file is left as it was"
     assert names[1] not in cluster.prefetched()
 
@@ -641,7 +641,7 @@ def test_an_unreachable_endpoint_keeps_its_exit_codes_through_the_worker(
     error = [line for line in result.stderr.splitlines() if "ERROR" in line]
     assert len(error) == 1 and error[0].startswith(f"walbucket {command} {name}: ERROR: storage unavailable for '")
     assert "after retrying for 1s: EndpointConnectionError on '" in error[0]
-    assert error[0].endswith(f"(exit {code})")
+    assert untimed(error[0]).endswith(f"(exit {code})")
     assert "raise retry_budget" in result.stderr
     assert cluster.worker_pid() is not None, "the worker serves, and reports the outage per request"
     assert not cluster.restored.exists()

@@ -53,9 +53,10 @@ def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
 
 
 def assert_error(result: subprocess.CompletedProcess[str], code: int, subject: str, message: str) -> None:
-    """Assert the exit code and the exact error line ``walbucket <subject>: ERROR: <message> (exit <code>)``."""
+    """Assert the exit code and the exact line ``walbucket <subject>: ERROR: <message> (exit <code> after <s>s)``."""
     assert result.returncode == code, result.stderr
-    assert f"walbucket {subject}: ERROR: {message} (exit {code})" in result.stderr.splitlines(), result.stderr
+    line = re.escape(f"walbucket {subject}: ERROR: {message} (exit {code} after ") + r"\d+\.\d{3}s\)"
+    assert any(re.fullmatch(line, text) for text in result.stderr.splitlines()), result.stderr
 
 
 def hint(result: subprocess.CompletedProcess[str]) -> str:
@@ -169,9 +170,9 @@ def test_a_bug_exits_70_for_push_and_250_for_get_with_an_internal_error_line(
     monkeypatch.chdir(tmp_path)
 
     assert cli.main(args, {"WALBUCKET_BUCKET": "wal-archive", "HOME": str(tmp_path)}) == code
-    assert capsys.readouterr().err.splitlines() == [
-        f"walbucket {subject}: ERROR: internal error: RuntimeError('a bug') (exit {code})"
-    ]
+    [line] = capsys.readouterr().err.splitlines()
+    expected = f"walbucket {subject}: ERROR: internal error: RuntimeError('a bug') (exit {code} after "
+    assert re.fullmatch(re.escape(expected) + r"\d+\.\d{3}s\)", line), line
 
 
 # --- push: success -------------------------------------------------------------------------------------------------
@@ -448,7 +449,7 @@ def test_a_bucket_that_does_not_exist_exits_7_for_push_and_207_for_get(
     result = run_walbucket(args, env, cwd=data_dir)
 
     assert result.returncode == code, result.stderr
-    assert re.search(rf"^walbucket {command} {SEG1}: ERROR: no such bucket for 'test/[^']+' \(exit {code}\)$",
+    assert re.search(rf"^walbucket {command} {SEG1}: ERROR: no such bucket for 'test/[^']+' \(exit {code} after .+s\)$",
                      result.stderr, re.MULTILINE)  # fmt: skip
     assert hint(result) == "check the 'bucket' and 'endpoint_url' settings"
     assert not (data_dir / "RECOVERYXLOG").exists()
@@ -476,8 +477,10 @@ def test_an_unreachable_endpoint_exits_8_except_for_get_outside_a_standby(
 
     assert time.monotonic() - started < 15
     assert result.returncode == code, result.stderr
-    assert re.search(rf"^walbucket {command} {SEG1}: ERROR: storage unavailable for '[^']+' after retrying for 1s: "
-                     rf".+ \(exit {code}\)$", result.stderr, re.MULTILINE)  # fmt: skip
+    failed = re.search(rf"^walbucket {command} {SEG1}: ERROR: storage unavailable for '[^']+' after retrying for 1s: "
+                       rf".+ \(exit {code} after (\d+\.\d{{3}})s\)$", result.stderr, re.MULTILINE)  # fmt: skip
+    assert failed is not None, result.stderr
+    assert 1.0 <= float(failed[1]) < 15, "the line says how long the command tried: the retry budget and more"
     assert "raise retry_budget" in hint(result)
     assert not dest.exists()
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import zstandard
 
-from conftest import WALBUCKET, run_walbucket
+from conftest import WALBUCKET, run_walbucket, untimed
 from lab_proxy import FaultProxy
 from lab_s3 import MotoServer
 from walfactory import segment_bytes
@@ -105,7 +105,7 @@ def test_required_conditional_writes_on_an_endpoint_that_ignores_them_exits_9_an
     assert (
         f"walbucket push {SEG1}: ERROR: endpoint '{proxy.url}/{bucket}' does not honour conditional writes "
         "(If-None-Match) (exit 9)"
-    ) in result.stderr.splitlines()
+    ) in untimed(result.stderr).splitlines()
     assert 'conditional_writes = "auto"' in result.stderr
     assert archived_keys(bucket_keys()) == []
 
@@ -153,7 +153,7 @@ def test_an_endpoint_remembered_as_honouring_that_starts_answering_501(
         assert (
             f"walbucket push {SEG2}: ERROR: the endpoint rejects conditional writes (If-None-Match) for '{KEY2}' "
             "(exit 9)"
-        ) in result.stderr.splitlines()
+        ) in untimed(result.stderr).splitlines()
         assert remembered(env) == {endpoint: True}
         assert KEY2 not in bucket_keys()
 
@@ -272,7 +272,7 @@ def test_a_corrupted_download_exits_210_and_leaves_no_file(
     result = run_walbucket(["get", SEG1, str(dest)], env, cwd=data_dir)
 
     assert result.returncode == 210, result.stderr
-    assert re.search(rf"^walbucket get {SEG1}: ERROR: .*'{KEY1}'.* \(exit 210\)$", result.stderr, re.MULTILINE)
+    assert re.search(rf"^walbucket get {SEG1}: ERROR: .*'{KEY1}'.* \(exit 210\)$", untimed(result.stderr), re.MULTILINE)
     assert len(statuses(proxy, "GET", KEY1)) == 2  # a transfer can be damaged once: read again before giving up
     assert re.search(r"^walbucket: WARNING: .*; reading it once more$", result.stderr, re.MULTILINE)
     assert not dest.exists()
@@ -325,7 +325,7 @@ def test_many_processes_pushing_different_content_under_one_name_have_exactly_on
     assert sorted(codes) == [0] + [6] * (RACERS - 1), [r.stderr for r in results]
     for result in results:
         if result.returncode == 6:
-            assert "already exists in the archive with different content (exit 6)" in result.stderr
+            assert "already exists in the archive with different content (exit 6)" in untimed(result.stderr)
     winner = contents[codes.index(0)]
     stored = s3_client.get_object(Bucket=bucket, Key=KEY1)
     assert zstandard.ZstdDecompressor().decompress(stored["Body"].read()) == winner

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from conftest import untimed
 from lab_pg import PgCluster, PgLab, archive_command, wait_for, walbucket_executable
 from lab_proxy import FaultProxy
 from lab_s3 import MotoServer
@@ -116,7 +117,7 @@ def test_an_independent_cluster_on_the_same_bucket_and_prefix_is_refused_on_its_
         f"walbucket push {FIRST_SEGMENT}: ERROR: WAL file '{FIRST_SEGMENT}' does not belong to this archive: "
         f"system id {theirs} differs from the archive's system id {ours} (exit 5)\n"
         "HINT: each cluster needs its own bucket or prefix"
-    ) in log
+    ) in untimed(log)
     assert "archive command failed with exit code 5" in log
     assert set(re.findall(r"^walbucket push (\S+): (\S+)", log, re.MULTILINE)) == {(FIRST_SEGMENT, "ERROR:")}
     assert shared.etags() == before
@@ -162,7 +163,7 @@ def test_sixteen_processes_pushing_different_content_under_one_name_have_exactly
     assert sorted(codes) == [0] + [6] * (RACERS - 1), [r.stderr for r in results]
     for result in results:
         if result.returncode == 6:
-            assert result.stderr == (
+            assert untimed(result.stderr) == (
                 f"walbucket push {FIRST_SEGMENT}: ERROR: WAL file '{FIRST_SEGMENT}' already exists in the archive "
                 "with different content (exit 6)\nHINT: an old primary may still be running after a failover (split "
                 "brain), or two clusters share one prefix; the archived object was not changed and PostgreSQL keeps "
@@ -231,7 +232,7 @@ def test_an_old_primary_is_refused_the_switch_segment_a_cascading_archiving_stan
     assert (
         f"walbucket push {name}: ERROR: WAL file '{name}' already exists in the archive with different content "
         "(exit 6)\nHINT: an old primary may still be running after a failover (split brain)"
-    ) in first.log_text()
+    ) in untimed(first.log_text())
     assert (first.wal_dir / "archive_status" / f"{name}.ready").exists()
     assert (after["ETag"], after["Metadata"]) == (before["ETag"], before["Metadata"])
     # The archived copy is the old timeline up to the switch point; the old primary's file goes on past it.

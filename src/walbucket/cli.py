@@ -346,7 +346,7 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
         if not isinstance(exc, WalbucketError):
             log.debug("internal error", exc_info=True)
         code = exit_code_for(exc, args.command, Path("standby.signal").exists())
-        print("\n".join(failure_lines(subject, exc, code)), file=sys.stderr)
+        print("\n".join(failure_lines(subject, exc, code, time.monotonic() - started)), file=sys.stderr)
         return code
     if line:
         print(f"walbucket {subject}: {line} in {time.monotonic() - started:.3f}s", file=sys.stderr)

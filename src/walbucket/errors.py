@@ -123,11 +123,15 @@ def exit_code_for(exc: BaseException, command: str, standby: bool) -> int:
     return exc.get_exit_code
 
 
-def failure_lines(subject: str, exc: BaseException, code: int) -> list[str]:
-    """The lines a failed command writes to stderr (PostgreSQL's server log): the error, then a HINT if any."""
+def failure_lines(subject: str, exc: BaseException, code: int, elapsed: float | None = None) -> list[str]:
+    """The lines a failed command writes to stderr (PostgreSQL's server log): the error, then a HINT if any.
+
+    ``elapsed`` (seconds since the command started) shows how long it tried: an outage fails after the retry budget.
+    """
+    ending = f"(exit {code})" if elapsed is None else f"(exit {code} after {elapsed:.3f}s)"
     if not isinstance(exc, WalbucketError):
-        return [f"walbucket {subject}: ERROR: internal error: {exc!r} (exit {code})"]
-    lines = [f"walbucket {subject}: ERROR: {exc.message} (exit {code})"]
+        return [f"walbucket {subject}: ERROR: internal error: {exc!r} {ending}"]
+    lines = [f"walbucket {subject}: ERROR: {exc.message} {ending}"]
     if exc.hint:
         lines.append(f"HINT: {exc.hint}")
     return lines

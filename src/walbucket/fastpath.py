@@ -177,7 +177,7 @@ def fast_path(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
         answer = _answer(argv, root, wait)
     except Exception as exc:  # noqa: BLE001 - rendered exactly as the full command renders it
         code = exit_code_for(exc, command, os.path.exists("standby.signal"))
-        sys.stderr.write("\n".join(failure_lines(subject, exc, code)) + "\n")
+        sys.stderr.write("\n".join(failure_lines(subject, exc, code, time.monotonic() - started)) + "\n")
         return code
     if answer is None:
         return None
