@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import string
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from walbucket import cli, fastpath
 from walbucket.fastpath import scan_flat_toml
+from walbucket.spool import Spool
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -116,3 +120,32 @@ def test_whatever_the_scanner_accepts_tomllib_reads_the_same(text: str) -> None:
             assert scanned[key] == value
         else:
             assert float(str(scanned[key]).replace("_", "")) == float(value)
+
+
+@pytest.mark.parametrize(
+    ("env", "file_text"),
+    [
+        ({"WALBUCKET_ASYNC": "on"}, None),  # Debian's pg_ctlcluster: no HOME, the password database has it
+        ({"WALBUCKET_ASYNC": "on", "HOME": "/srv/elsewhere"}, None),
+        ({"WALBUCKET_ASYNC": "on", "WALBUCKET_STATE_DIR": "/var/lib/wb"}, None),
+        ({}, "async = true\nspool_dir = '/var/spool/wb'\n"),
+        ({"WALBUCKET_SPOOL_DIR": "/from/env"}, "async = 'on'\nspool_dir = '/from/file'\n"),
+    ],
+    ids=["no-home", "home", "state-dir", "file", "env-over-file"],
+)
+def test_the_fast_path_finds_the_spool_the_full_command_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], file_text: str | None
+) -> None:
+    data_dir = tmp_path / "pgdata"
+    data_dir.mkdir()
+    monkeypatch.chdir(data_dir)
+    env = {"WALBUCKET_BUCKET": "wal-archive", **env}
+    if file_text is not None:
+        config = tmp_path / "walbucket.toml"
+        config.write_text(file_text)
+        env["WALBUCKET_CONFIG"] = str(config)
+    settings = cli._load(argparse.Namespace(config=None), env)
+    assert settings.async_mode and settings.spool_dir is not None
+    values = fastpath._settings(env)
+    assert values is not None
+    assert fastpath._spool_root(env, values) == str(Spool.for_data_dir(Path(settings.spool_dir), data_dir).root)

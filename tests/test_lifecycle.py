@@ -76,7 +76,7 @@ def test_default_configuration() -> None:
             {"ID": "walbucket-partial:prod/orders", "Status": "Enabled", "Filter": {"Prefix": "prod/orders/partial/"},
              "Expiration": {"Days": 7}},
             {"ID": "walbucket-backup:prod/orders", "Status": "Enabled", "Filter": {"Prefix": "prod/orders/backup/"},
-             "Expiration": {"Days": 14}},
+             "Expiration": {"Days": 13}},
             {"ID": "walbucket-abort-multipart:prod/orders", "Status": "Enabled", "Filter": {"Prefix": "prod/orders/"},
              "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
         ]
@@ -101,8 +101,9 @@ def test_transition_applies_to_segments_and_noncurrent_expiry_to_every_expiring_
     assert rules[3]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 2}
 
 
-def test_backup_files_expire_with_segments_unless_told_otherwise() -> None:
-    assert RetentionPolicy(wal_days=40).effective_backup_days == 40
+def test_backup_files_expire_a_day_before_segments_unless_told_otherwise() -> None:
+    assert RetentionPolicy(wal_days=40).effective_backup_days == 39
+    assert RetentionPolicy(wal_days=1).effective_backup_days == 1
     assert RetentionPolicy(wal_days=40, backup_days=90).effective_backup_days == 90
 
 

@@ -47,6 +47,7 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "length": len,
     "contains": lambda collection, value: value in collection,
     "floor": math.floor,
+    "max": max,
     "one": lambda values: None if not values else values[0],
     "setintersection": lambda *sets: sorted(set.intersection(*(set(s) for s in sets))),
 }

@@ -63,7 +63,7 @@ versioning on, add --noncurrent-days 7 as the module does); see docs/retention.m
 _LIFECYCLE_OPTIONS = (
     ("--wal-days", "wal_days", int, "expire segments after DAYS (default 14)"),
     ("--partial-days", "partial_days", int, "expire .partial files after DAYS (default 7)"),
-    ("--backup-days", "backup_days", int, "expire .backup files after DAYS (default: --wal-days)"),
+    ("--backup-days", "backup_days", int, "expire .backup files after DAYS (default: --wal-days - 1)"),
     ("--transition-days", "transition_days", int, "move segments to --transition-class after DAYS (default: never)"),
     ("--transition-class", "transition_storage_class", str, "STANDARD_IA (default), ONEZONE_IA, GLACIER_IR, ..."),
     ("--abort-multipart-days", "abort_incomplete_multipart_days", int, "abort unfinished uploads (default 1; 0 off)"),

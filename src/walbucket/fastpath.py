@@ -69,9 +69,8 @@ def _spool_root(env: Mapping[str, str], values: Mapping[str, object]) -> str | N
         return None
     spool_dir = values.get("spool_dir")
     if not spool_dir:
-        state_dir = values.get("state_dir") or (
-            os.path.join(env["HOME"], ".cache", "walbucket") if env.get("HOME") else ""
-        )
+        home = _home(env)
+        state_dir = values.get("state_dir") or (os.path.join(home, ".cache", "walbucket") if home else "")
         if not isinstance(state_dir, str) or not state_dir:
             return None
         spool_dir = os.path.join(state_dir.strip(), "spool")
@@ -83,6 +82,18 @@ def _spool_root(env: Mapping[str, str], values: Mapping[str, object]) -> str | N
         return cluster_dir(spool_dir.strip(), ".")
     except OSError:
         return None
+
+
+def _home(env: Mapping[str, str]) -> str:
+    """HOME, or the user's home directory as cli.py finds it (Debian's pg_ctlcluster starts PostgreSQL without HOME)."""
+    if env.get("HOME"):
+        return env["HOME"]
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        return ""  # no such user: the full command says what is missing
 
 
 _MAX_CONFIG = 1 << 16

@@ -45,8 +45,10 @@ class RetentionPolicy:
     On a versioned bucket the module also expires noncurrent versions (``noncurrent_version_days``, 7), which
     ``noncurrent_days`` None leaves out: ``noncurrent_days=7`` matches it there.
 
-    ``backup_days`` None means ``wal_days``. ``transition_days`` None means no transition; a transition applies to
-    segments only (partials are rare, backup history files tiny). ``abort_incomplete_multipart_days`` and
+    ``backup_days`` None means a day less than ``wal_days`` (at least 1): a ``.backup`` file is uploaded after the
+    first segment its backup needs, often on the next UTC day, and must not outlive it (``backup-outlives-wal``).
+    ``transition_days`` None means no transition; a transition applies to segments only (partials are rare, backup
+    history files tiny). ``abort_incomplete_multipart_days`` and
     ``noncurrent_days`` None mean no such action; ``noncurrent_days`` matters only on a versioned bucket.
     """
 
@@ -84,7 +86,7 @@ class RetentionPolicy:
 
     @property
     def effective_backup_days(self) -> int:
-        return self.wal_days if self.backup_days is None else self.backup_days
+        return max(self.wal_days - 1, 1) if self.backup_days is None else self.backup_days
 
 
 def policy_from_options(options: Mapping[str, Any]) -> RetentionPolicy:

@@ -6,7 +6,9 @@
 
 locals {
   id_suffix             = local.prefix == "" ? "" : ":${local.prefix}"
-  backup_retention_days = var.backup_retention_days == null ? var.wal_retention_days : var.backup_retention_days
+  # A day less than WAL by default: a .backup file is uploaded after the first segment its backup needs (often on the
+  # next UTC day), and must not outlive it (walbucket verify: backup-outlives-wal).
+  backup_retention_days = var.backup_retention_days == null ? max(var.wal_retention_days - 1, 1) : var.backup_retention_days
   # Noncurrent versions exist only on a versioned bucket.
   noncurrent_days = local.versioned ? var.noncurrent_version_days : null
 

@@ -50,7 +50,7 @@ variable "partial_retention_days" {
 }
 
 variable "backup_retention_days" {
-  description = "Days after which backup history files (<prefix>/backup/) expire; null means wal_retention_days."
+  description = "Days after which backup history files (<prefix>/backup/) expire; null means one day less than wal_retention_days (at least 1), so that a backup history file never outlives the WAL its backup needs."
   type        = number
   default     = null
 
