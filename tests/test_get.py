@@ -411,7 +411,6 @@ def test_a_segment_restores_without_an_archive_identity(store: MemoryStore, src:
     assert (dest_dir / FIRST).read_bytes() == data
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux /dev/full")
 def test_a_full_disk_is_reported_as_a_local_write_failure_not_as_damage(
     store: MemoryStore, src: Path, dest_dir: Path
 ) -> None:

@@ -592,7 +592,6 @@ def test_an_identity_that_exists_but_cannot_be_read_is_a_store_error(wal_dir: Pa
     assert store.objects == {}
 
 
-@pytest.mark.skipif(not Path("/proc/version").exists(), reason="needs Linux /proc")
 @pytest.mark.parametrize("codec", ["none", "zstd", "lz4"])
 def test_a_file_whose_size_changes_while_read_is_refused(store: MemoryStore, wal_dir: Path, codec: str) -> None:
     # /proc files report size 0 to fstat yet read as text: the same as a file that grows while push reads it

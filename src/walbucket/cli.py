@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from .errors import ConfigError, StoreUnavailable, UsageError, WalbucketError, exit_code_for, failure_lines
+from .fastpath import home_dir
 from .settings import CONFIG_ENV, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -147,9 +148,7 @@ def _load(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file '{path}' is not valid TOML: {exc}") from None
     if not env.get("HOME"):  # Debian's pg_ctlcluster starts PostgreSQL without HOME
-        import pwd
-
-        env = {**env, "HOME": pwd.getpwuid(os.getuid()).pw_dir}
+        env = {**env, "HOME": home_dir(env)}
     return load_settings(doc, env, config_name=f"'{path}'" if path else "config file")
 
 

@@ -18,7 +18,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-__all__ = ["fast_path", "run", "scan_flat_toml"]
+__all__ = ["fast_path", "home_dir", "run", "scan_flat_toml"]
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -69,8 +69,10 @@ def _spool_root(env: Mapping[str, str], values: Mapping[str, object]) -> str | N
         return None
     spool_dir = values.get("spool_dir")
     if not spool_dir:
-        home = _home(env)
-        state_dir = values.get("state_dir") or (os.path.join(home, ".cache", "walbucket") if home else "")
+        state_dir = values.get("state_dir")
+        if not state_dir:
+            home = home_dir(env)
+            state_dir = os.path.join(home, ".cache", "walbucket") if home else ""
         if not isinstance(state_dir, str) or not state_dir:
             return None
         spool_dir = os.path.join(state_dir.strip(), "spool")
@@ -84,8 +86,9 @@ def _spool_root(env: Mapping[str, str], values: Mapping[str, object]) -> str | N
         return None
 
 
-def _home(env: Mapping[str, str]) -> str:
-    """HOME, or the user's home directory as cli.py finds it (Debian's pg_ctlcluster starts PostgreSQL without HOME)."""
+def home_dir(env: Mapping[str, str]) -> str:
+    """HOME, or the user's home directory from the password database (Debian's pg_ctlcluster starts PostgreSQL
+    without HOME); "" when neither says."""
     if env.get("HOME"):
         return env["HOME"]
     import pwd

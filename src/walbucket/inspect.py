@@ -21,7 +21,7 @@ from typing import Any, Literal
 from .identity import ArchiveIdentity
 from .keylayout import KeyLayout
 from .store import ObjectInfo
-from .walname import Segment, WalKind, WalName, segments_per_log
+from .walname import Segment, WalKind, WalName
 
 __all__ = [
     "DEFAULT_SEG_SIZE",
@@ -155,7 +155,6 @@ class Catalog:
 
 def catalog(objects: Iterable[ObjectInfo], layout: KeyLayout, seg_size: int) -> Catalog:
     """Sort listed objects by kind; keys that are not walbucket's (or impossible for ``seg_size``) are foreign."""
-    per_log = segments_per_log(seg_size)
     segments: dict[int, list[tuple[int, ObjectInfo]]] = defaultdict(list)
     partials: list[tuple[WalName, ObjectInfo]] = []
     histories: dict[int, ObjectInfo] = {}
@@ -163,7 +162,7 @@ def catalog(objects: Iterable[ObjectInfo], layout: KeyLayout, seg_size: int) -> 
     foreign: list[str] = []
     for info in objects:
         wal = layout.name_of(info.key)
-        if wal is None or (wal.segment is not None and wal.segment.seg >= per_log):
+        if wal is None or (wal.segment is not None and not wal.segment.fits(seg_size)):
             foreign.append(info.key)
         elif wal.kind is WalKind.SEGMENT:
             assert wal.segment is not None

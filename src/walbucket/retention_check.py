@@ -37,7 +37,7 @@ from typing import Any
 from .findings import finding
 from .inspect import Finding
 from .keylayout import TAG_PG_VERSION, TAG_SYSTEM_ID, KeyLayout, object_tags
-from .walname import WalKind, WalName
+from .walname import WalKind, WalName, parse_wal_name
 
 __all__ = ["DAY", "MARGIN", "ExpiringRule", "expiring_rule", "expiry_time", "retention_findings"]
 
@@ -218,8 +218,8 @@ def _expiring(newest: _Backup, count: int, now: float) -> Finding:
 def _backup(
     wal: WalName, taken: float, times: Mapping[str, float], rules: Sequence[Mapping[str, Any]], layout: KeyLayout
 ) -> _Backup:
-    assert wal.kind is WalKind.BACKUP and wal.segment is not None
-    start = WalName(wal.name[:24], WalKind.SEGMENT, wal.timeline, wal.segment)
+    start = parse_wal_name(wal.name[:24])  # a backup history file is named after the first segment it needs
+    assert wal.kind is WalKind.BACKUP and start is not None
     return _Backup(
         wal, taken, start, times.get(start.name), _rule_for(rules, layout, start), _rule_for(rules, layout, wal)
     )

@@ -160,34 +160,33 @@ class Worker:
 
     def _push_request(self, path: Path) -> dict[str, Any]:
         self._pg_wal = path.parent
-        future, mine = self._submit_push(path.name, path, lookahead=False)  # registered first: not a look-ahead
+        future, new = self._claim(path.name, path, lookahead=False)  # registered first: not taken as a look-ahead
+        assert future is not None  # a request always gets its upload, new or under way
         self._look_ahead()
-        if mine:
+        if new:
             settle(future, self._push_task, path.name, path, False)  # in this thread, ahead of the queue
         outcome = future.result()
         if isinstance(outcome, Uploaded):
             return {"status": "ok", "outcome": "archived", "size": outcome.size, "stored": outcome.stored_size}
         return {"status": "ok", "outcome": "duplicate", "size": outcome.size}
 
-    def _submit_push(self, name: str, path: Path, *, lookahead: bool) -> tuple[Future[Any], bool]:
-        """Queue a look-ahead upload, or register the one PostgreSQL waits for, which the caller runs.
+    def _claim(self, name: str, path: Path, *, lookahead: bool) -> tuple[Future[Any] | None, bool]:
+        """Register a new upload of NAME for the caller to run: (its future, True).
 
-        Return the future and whether it is new (False: an upload of NAME is already under way, or a look-ahead
-        found NAME stored or failed since it listed the ready files).
+        (the upload under way, False) when there is one; (None, False) for a look-ahead of a NAME stored or failed
+        since the ready files were listed.
         """
         with self._lock:
             running = self._pushes.get(name)
             if running is not None:
                 return running[0], False
             if lookahead and (name in self._stored or name in self._failed):
-                done: Future[Any] = Future()
-                done.cancel()
-                return done, False
+                return None, False
             try:
                 size = path.stat().st_size
             except OSError:
                 size = 0
-            future: Future[Any] = self.pool.submit(self._push_task, name, path, True) if lookahead else Future()
+            future: Future[Any] = Future()
             self._pushes[name] = (future, size)
         future.add_done_callback(lambda _f: self._forget_push(name, _f))
         return future, True
@@ -195,7 +194,7 @@ class Worker:
     def _forget_push(self, name: str, future: Future[Any]) -> None:
         with self._lock:
             self._pushes.pop(name, None)
-            if future.cancelled() or future.exception():
+            if future.exception():
                 self._failed.add(name)  # retried when PostgreSQL asks for it again, not by every refill
             else:
                 self._failed.discard(name)
@@ -257,7 +256,15 @@ class Worker:
                 continue
             if any((self.spool.archive_dir / f"{name}{s}").exists() for s in (".ok", ".error")):
                 continue
-            queued += self._submit_push(name, pg_wal / name, lookahead=True)[1]
+            future, new = self._claim(name, pg_wal / name, lookahead=True)
+            if future is None or not new:
+                continue
+            try:
+                self.pool.submit(settle, future, self._push_task, name, pg_wal / name, True)
+            except RuntimeError as exc:  # the pool is shutting down: nothing may wait on this upload forever
+                future.set_exception(exc)
+                return
+            queued += 1
 
     def _queued_bytes(self) -> int:
         with self._lock:
