@@ -27,6 +27,7 @@ from conftest import WALBUCKET, run_walbucket, untimed
 from lab_pg import wait_for
 from lab_proxy import FaultProxy
 from lab_s3 import MotoServer, free_port
+from walbucket.fingerprint import settings_fingerprint
 from walbucket.keylayout import KeyLayout
 from walbucket.spool import Spool
 from walbucket.walname import parse_wal_name
@@ -161,7 +162,8 @@ def make_cluster(wb_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..
             "WALBUCKET_ASYNC_WAIT": "60",  # a hang fails a test in 60 s, not in the default 120 s
             **env,
         }
-        cluster = Cluster(data_dir, cluster_env, Spool.for_data_dir(spool_dir, data_dir))
+        fingerprint = settings_fingerprint(cluster_env, None, None)  # the commands run with exactly this environment
+        cluster = Cluster(data_dir, cluster_env, Spool.for_data_dir(spool_dir, data_dir, fingerprint))
         made.append(cluster)
         return cluster
 
@@ -687,3 +689,47 @@ def test_the_worker_exits_when_idle_and_removes_its_socket_and_prefetched_files(
     assert f"worker {worker} idle for 2s: exiting" in cluster.log()
     assert not cluster.spool.socket_path.exists()
     assert os.listdir(cluster.spool.restore_dir) == [], "no prefetched file outlives the worker that verified it"
+
+
+# --- a settings change ---------------------------------------------------------------------------------------------
+
+
+def test_after_a_prefix_change_push_stores_under_the_new_prefix_not_from_the_old_workers_acknowledgement(
+    make_cluster: Callable[..., Cluster], s3_client: Any, bucket: str
+) -> None:
+    cluster = make_cluster()
+    names = [seg(n) for n in range(1, 4)]
+    for name in names:
+        cluster.ready(name)
+    assert cluster.push(names[0]).returncode == 0
+    wait_for(lambda: cluster.acks() == names[1:], 30, "acknowledgements of the look-ahead uploads")
+    cluster.done(names[0])
+    moved = {**cluster.env, "WALBUCKET_PREFIX": "moved"}
+
+    result = run_walbucket(["push", f"pg_wal/{names[1]}"], moved, cwd=cluster.data_dir)
+
+    assert result.returncode == 0, result.stderr
+    assert "stored ahead" not in result.stderr, "answered from an acknowledgement of the old prefix"
+    s3_client.head_object(Bucket=bucket, Key=f"moved/wal/{names[1][:16]}/{names[1]}")  # raises if absent
+    assert f"walbucket push {names[1]}: archived 16.0 MiB as " in result.stderr
+
+
+def test_after_a_prefix_change_get_never_hands_over_a_file_prefetched_under_the_old_prefix(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster()
+    names = [seg(n) for n in range(1, 4)]
+    for name in names:
+        cluster.ready(name)
+        assert cluster.push(name).returncode == 0
+        cluster.done(name)
+    assert cluster.get(names[0]).returncode == 0
+    cluster.restored.unlink()
+    wait_for(lambda: names[1] in cluster.prefetched(), 30, f"the prefetch of {names[1]}")
+    moved = {**cluster.env, "WALBUCKET_PREFIX": "moved"}  # an empty archive
+
+    result = run_walbucket(["get", names[1], "pg_wal/RECOVERYXLOG"], moved, cwd=cluster.data_dir)
+
+    assert result.returncode == 1, result.stderr
+    assert f"walbucket get {names[1]}: not in the archive in " in result.stderr
+    assert not cluster.restored.exists()

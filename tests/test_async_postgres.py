@@ -107,7 +107,7 @@ def scenario(moto_server: MotoServer) -> Iterator[Scenario]:
         restored = lab.cluster("restored")
 
         def spools() -> list[Spool]:  # a spool is named by its data directory's inode: only once that exists
-            return [Spool.for_data_dir(spool_dir, n.data_dir) for n in (primary, restored) if n.data_dir.exists()]
+            return [Spool.for_data_dir(spool_dir, n.data_dir, "") for n in (primary, restored) if n.data_dir.exists()]
 
         try:
             primary.init()

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from walbucket import cli, fastpath
 from walbucket.fastpath import scan_flat_toml
+from walbucket.fingerprint import settings_fingerprint
 from walbucket.spool import Spool
 
 if sys.version_info >= (3, 11):
@@ -145,8 +146,11 @@ def test_the_fast_path_finds_the_spool_the_full_command_uses(
         config = tmp_path / "walbucket.toml"
         config.write_text(file_text)
         env["WALBUCKET_CONFIG"] = str(config)
-    settings = cli._load(argparse.Namespace(config=None), env)
+    settings, fingerprint = cli._load(argparse.Namespace(config=None), env)
     assert settings.async_mode and settings.spool_dir is not None
-    values = fastpath._settings(env)
-    assert values is not None
-    assert fastpath._spool_root(env, values) == str(Spool.for_data_dir(Path(settings.spool_dir), data_dir).root)
+    found = fastpath._settings(env)
+    assert found is not None
+    values, config = found
+    assert settings_fingerprint(env, env.get("WALBUCKET_CONFIG"), config) == fingerprint
+    spool = Spool.for_data_dir(Path(settings.spool_dir), data_dir, fingerprint)
+    assert fastpath._spool_root(env, values) == str(spool.root)

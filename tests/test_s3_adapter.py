@@ -98,6 +98,16 @@ def sha(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
+def echo(**kwargs: Any) -> dict[str, Any]:
+    """A PUT's answer as AWS S3 gives it: the SHA-256 checksum that was sent, echoed (the proof of storage)."""
+    return {"ChecksumSHA256": kwargs["ChecksumSHA256"], "ETag": '"not-an-md5"'}
+
+
+def held(size: int, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    """A HEAD's answer for an object of ``size`` bytes with ``metadata``."""
+    return {"ContentLength": size, "Metadata": metadata or {}}
+
+
 # --- answers ------------------------------------------------------------------------------------------------------
 
 
@@ -120,16 +130,53 @@ def test_tags_returns_a_dict() -> None:
     assert store.tags(KEY) == {"k1": "v1", "k2": "v2"}
 
 
-@pytest.mark.parametrize(("code", "status"), [("NoSuchKey", 404), ("404", 404), ("NotFound", 404)])
-@pytest.mark.parametrize(
-    ("method", "operation"), [("read", "get_object"), ("head", "head_object"), ("tags", "get_object_tagging")]
-)
-def test_absent_is_none_and_never_retried(code: str, status: int, method: str, operation: str) -> None:
-    client = FakeClient(**{operation: client_error(code, status, operation)})
+@pytest.mark.parametrize(("method", "operation"), [("read", "get_object"), ("tags", "get_object_tagging")])
+def test_the_stores_own_no_such_key_is_absence_and_never_retried(method: str, operation: str) -> None:
+    client = FakeClient(**{operation: client_error("NoSuchKey", 404, operation)})
     store, sleeps = store_on(client)
     assert getattr(store, method)(KEY) is None
     assert client.ops() == [operation]
     assert sleeps == []
+
+
+@pytest.mark.parametrize("code", ["404", "NotFound"])
+def test_a_bodiless_404_to_head_is_absence_once_a_one_byte_get_says_no_such_key(code: str) -> None:
+    client = FakeClient(head_object=client_error(code, 404, "HeadObject"),
+                        get_object=client_error("NoSuchKey", 404, "GetObject"))  # fmt: skip
+    store, sleeps = store_on(client)
+    assert store.head(KEY) is None
+    assert client.calls[1] == ("get_object", {"Bucket": "wal-archive", "Key": KEY, "Range": "bytes=0-0"})
+    assert (client.ops(), sleeps) == (["head_object", "get_object"], [])
+
+
+@pytest.mark.parametrize("code", ["404", "NotFound"])
+@pytest.mark.parametrize(
+    ("method", "script"),
+    [
+        ("read", {"get_object": client_error("404", 404, "GetObject")}),
+        ("tags", {"get_object_tagging": client_error("404", 404, "GetObjectTagging")}),
+        ("head", {"head_object": client_error("404", 404, "HeadObject"), "get_object": client_error("404", 404)}),
+    ],
+)
+def test_a_404_that_is_not_the_stores_no_such_key_is_never_absence(
+    code: str, method: str, script: dict[str, Any]
+) -> None:
+    """A text, HTML or empty 404 (an ingress, a Go server) says nothing of the archive: retried, then unavailable."""
+    script = {op: client_error(code, 404, op) if op != "get_object" or method != "head" else e
+              for op, e in script.items()}  # fmt: skip
+    client = FakeClient(**script)
+    store = S3Store(client, "wal-archive", retry_budget=0.05, sleep=lambda s: time.sleep(min(s, 0.01)))
+    with pytest.raises(StoreUnavailable) as caught:
+        getattr(store, method)(KEY)
+    assert "HTTP 404 that is not the store's NoSuchKey" in caught.value.message
+    assert client.ops().count(client.ops()[0]) > 1  # retried like an outage
+
+
+def test_a_head_404_contradicted_by_a_get_is_not_absence() -> None:
+    client = FakeClient(head_object=client_error("404", 404, "HeadObject"), get_object=got(b"x"))
+    store = S3Store(client, "wal-archive", retry_budget=0.05, sleep=lambda s: time.sleep(min(s, 0.01)))
+    with pytest.raises(StoreUnavailable, match=r"HEAD answered 404 for .* but GET finds the object"):
+        store.head(KEY)
 
 
 @pytest.mark.parametrize(("code", "status"), [("PreconditionFailed", 412), ("412", 412)])
@@ -142,7 +189,7 @@ def test_create_of_an_existing_key_is_false_and_never_retried(code: str, status:
 
 
 def test_create_sends_if_none_match_checksum_metadata_and_tags() -> None:
-    client = FakeClient(put_object={})
+    client = FakeClient(put_object=echo)
     store, _ = store_on(client)
     assert store.create(KEY, b"body", {"walbucket-codec": "none"}, {"walbucket-kind": "segment", "a b": "c&d"}) is True
     ((op, kwargs),) = client.calls
@@ -160,15 +207,15 @@ def test_create_sends_if_none_match_checksum_metadata_and_tags() -> None:
 
 
 def test_put_sends_no_condition() -> None:
-    client = FakeClient(put_object={})
+    client = FakeClient(put_object=echo)
     store, _ = store_on(client)
     store.put(KEY, b"body", {}, {})
     assert "IfNoneMatch" not in client.calls[0][1]
 
 
 def test_storage_class_and_encryption_go_with_every_write() -> None:
-    client = FakeClient(put_object={}, create_multipart_upload={"UploadId": "u1"}, upload_part={"ETag": '"e"'},
-                        complete_multipart_upload={})  # fmt: skip
+    client = FakeClient(put_object=echo, create_multipart_upload={"UploadId": "u1"}, upload_part={"ETag": '"e"'},
+                        complete_multipart_upload={}, head_object=held(6 * MIB))  # fmt: skip
     store, _ = store_on(
         client, storage_class="STANDARD_IA", sse="aws:kms", sse_kms_key_id="alias/wal",
         multipart_threshold=5 * MIB, multipart_chunk_size=5 * MIB,
@@ -180,7 +227,8 @@ def test_storage_class_and_encryption_go_with_every_write() -> None:
         if op in ("put_object", "create_multipart_upload"):
             assert extra.items() <= kwargs.items()
     assert client.ops() == [
-        "put_object", "create_multipart_upload", "upload_part", "upload_part", "complete_multipart_upload"
+        "put_object", "create_multipart_upload", "upload_part", "upload_part", "complete_multipart_upload",
+        "head_object",
     ]  # fmt: skip
 
 
@@ -231,29 +279,30 @@ def test_list_of_an_empty_prefix_yields_nothing() -> None:
 # --- multipart ----------------------------------------------------------------------------------------------------
 
 
-def multipart_client(complete: Outcome = {}) -> FakeClient:  # noqa: B006 - never mutated
+def multipart_client(complete: Outcome = {}, head: Outcome = {}) -> FakeClient:  # noqa: B006 - never mutated
     return FakeClient(
         create_multipart_upload={"UploadId": "u1"},
         upload_part=lambda **kw: {"ETag": f'"etag-{kw["PartNumber"]}"'},
         complete_multipart_upload=complete,
         abort_multipart_upload={},
+        head_object=head,
     )
 
 
 def test_a_body_above_the_threshold_goes_in_parts_with_checksums() -> None:
-    client = multipart_client()
-    store, _ = store_on(client, multipart_threshold=6 * MIB, multipart_chunk_size=5 * MIB)
     body = bytes(range(256)) * (12 * MIB // 256)
-    assert store.create(KEY, body, {"m": "1"}, {"t": "2"}) is True
+    client = multipart_client(head=held(len(body), {"walbucket-sha256": "abc", "m": "1"}))
+    store, _ = store_on(client, multipart_threshold=6 * MIB, multipart_chunk_size=5 * MIB)
+    assert store.create(KEY, body, {"m": "1", "walbucket-sha256": "abc"}, {"t": "2"}) is True
     assert client.ops() == ["create_multipart_upload", "upload_part", "upload_part", "upload_part",
-                            "complete_multipart_upload"]  # fmt: skip
+                            "complete_multipart_upload", "head_object"]  # fmt: skip
     start = client.calls[0][1]
-    assert (start["ChecksumAlgorithm"], start["Metadata"], start["Tagging"]) == ("SHA256", {"m": "1"}, "t=2")
+    assert (start["ChecksumAlgorithm"], start["Metadata"]["m"], start["Tagging"]) == ("SHA256", "1", "t=2")
     parts = [kwargs for op, kwargs in client.calls if op == "upload_part"]
     assert [len(p["Body"]) for p in parts] == [5 * MIB, 5 * MIB, 2 * MIB]
     assert b"".join(p["Body"] for p in parts) == body
     assert all(p["ChecksumSHA256"] == sha(p["Body"]) and p["UploadId"] == "u1" for p in parts)
-    complete = client.calls[-1][1]
+    complete = client.calls[-2][1]
     assert complete["IfNoneMatch"] == "*"
     assert complete["MultipartUpload"] == {
         "Parts": [
@@ -264,7 +313,7 @@ def test_a_body_above_the_threshold_goes_in_parts_with_checksums() -> None:
 
 
 def test_a_body_at_the_threshold_goes_in_one_put() -> None:
-    client = FakeClient(put_object={})
+    client = FakeClient(put_object=echo)
     store, _ = store_on(client, multipart_threshold=6 * MIB, multipart_chunk_size=5 * MIB)
     store.create(KEY, b"\0" * (6 * MIB), {}, {})
     assert client.ops() == ["put_object"]
@@ -289,13 +338,13 @@ def test_a_failing_multipart_upload_is_aborted_even_if_the_abort_fails() -> None
 
 
 def test_a_transient_part_failure_restarts_the_upload() -> None:
-    client = multipart_client()
+    client = multipart_client(head=held(6 * MIB))
     client.script["upload_part"] = [client_error("SlowDown", 503, "UploadPart"), {"ETag": '"a"'}]
     store, sleeps = store_on(client, multipart_threshold=5 * MIB, multipart_chunk_size=5 * MIB)
     assert store.create(KEY, b"\0" * (6 * MIB), {}, {}) is True
     assert client.ops() == [
         "create_multipart_upload", "upload_part", "abort_multipart_upload",
-        "create_multipart_upload", "upload_part", "upload_part", "complete_multipart_upload",
+        "create_multipart_upload", "upload_part", "upload_part", "complete_multipart_upload", "head_object",
     ]  # fmt: skip
     assert len(sleeps) == 1
 
@@ -320,7 +369,7 @@ TRANSIENT = [
 
 @pytest.mark.parametrize("error", TRANSIENT)
 def test_transient_errors_are_retried_until_the_request_succeeds(error: Exception) -> None:
-    client = FakeClient(put_object=[error, error, {}])
+    client = FakeClient(put_object=[error, error, echo])
     store, sleeps = store_on(client)
     assert store.create(KEY, b"body", {}, {}) is True
     assert client.ops() == ["put_object"] * 3
@@ -402,7 +451,8 @@ def test_access_denied_is_a_store_error_and_not_retried(code: str) -> None:
     with pytest.raises(StoreError) as caught:
         store.create(KEY, b"body", {}, {})
     assert type(caught.value) is StoreError
-    assert caught.value.message == f"access denied ({code}) on '{KEY}'"
+    label = "HTTP 403" if code == "403" else code  # a bare 403 (no S3 error document) is named by its status
+    assert caught.value.message == f"access denied ({label}) on '{KEY}'"
     assert caught.value.hint == (
         "check the credentials and that the policy grants this operation on the bucket and prefix"
     )
@@ -541,3 +591,57 @@ def test_open_store_builds_an_s3_store_without_touching_the_network(tmp_path: Pa
         {"WALBUCKET_BUCKET": "wal-archive", "WALBUCKET_ENDPOINT_URL": "http://127.0.0.1:1", "WALBUCKET_REGION": "x"},
     )
     assert isinstance(open_store(settings), S3Store)
+
+
+# --- proof of storage: exit 0 only when the store's answer proves it holds the bytes ---------------------------------
+
+
+def test_an_echoed_checksum_equal_to_the_one_sent_proves_the_upload_without_another_request() -> None:
+    client = FakeClient(put_object=echo)
+    store, _ = store_on(client)
+    assert store.create(KEY, b"body", {"walbucket-sha256": "x"}, {}) is True
+    assert client.ops() == ["put_object"]
+
+
+def test_an_etag_equal_to_the_bodys_md5_proves_a_single_part_upload() -> None:
+    etag = f'"{hashlib.md5(b"body").hexdigest()}"'
+    client = FakeClient(put_object={"ETag": etag})
+    store, _ = store_on(client)
+    assert store.create(KEY, b"body", {}, {}) is True
+    assert client.ops() == ["put_object"]
+
+
+def test_without_echo_or_md5_etag_one_head_comparing_size_and_sha256_proves_it() -> None:
+    client = FakeClient(put_object={"ETag": '"kms-etag"'}, head_object=held(4, {"walbucket-sha256": "abc"}))
+    store, _ = store_on(client)
+    assert store.create(KEY, b"body", {"walbucket-sha256": "abc"}, {}) is True
+    assert client.ops() == ["put_object", "head_object"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "head", "why"),
+    [
+        pytest.param({}, client_error("404", 404, "HeadObject"), "does not hold the object", id="bare 200, absent"),
+        pytest.param({"ETag": '"0f"'}, held(4, {"walbucket-sha256": "other"}), "does not hold its bytes",
+                     id="another object"),
+        pytest.param({"ETag": '"0f"'}, held(3, {"walbucket-sha256": "abc"}), "does not hold its bytes",
+                     id="another size"),
+        pytest.param({"ChecksumSHA256": sha(b"other")}, {}, "echoed another SHA-256", id="another checksum"),
+    ],
+)  # fmt: skip
+def test_a_success_answer_that_does_not_prove_storage_is_retried_and_never_success(
+    answer: dict[str, Any], head: Outcome, why: str
+) -> None:
+    client = FakeClient(put_object=answer, head_object=head)
+    store = S3Store(client, "wal-archive", retry_budget=0.05, sleep=lambda s: time.sleep(min(s, 0.01)))
+    with pytest.raises(StoreUnavailable, match=why):
+        store.create(KEY, b"body", {"walbucket-sha256": "abc"}, {})
+    assert client.ops().count("put_object") > 1
+
+
+def test_an_unproven_upload_retried_into_the_objects_412_is_false() -> None:
+    """The first answer proved nothing; the second attempt meets the stored object: the caller compares it."""
+    client = FakeClient(put_object=[{}, client_error("PreconditionFailed", 412)],
+                        head_object=client_error("404", 404, "HeadObject"))  # fmt: skip
+    store, _ = store_on(client)
+    assert store.create(KEY, b"body", {"walbucket-sha256": "abc"}, {}) is False

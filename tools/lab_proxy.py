@@ -22,6 +22,46 @@ moto checks If-None-Match and then writes without holding a lock, so two racing 
 succeed there; real S3 decides atomically. ``atomic_conditional_writes`` (on by default) serializes requests
 carrying If-None-Match so concurrency tests see S3's semantics, not moto's race.
 
+Rule-based faults hit only the requests they name, a given number of times::
+
+    proxy.add_fault("slowdown", method="PUT", path_contains="/wal/", times=2)   # the next 2 matching PUTs: 503
+    proxy.add_fault("flip", method="GET", path_contains=key)                    # every GET of ``key``, forever
+    proxy.add_fault("hold_after_store", method="PUT", path_contains=key, times=1)
+    ...                                                                         # wait for proxy.held() == 1
+    proxy.release()                                                             # held requests go on
+
+A rule matches a request whose method equals ``method`` (any if None) and whose path as received (URL path and
+query) contains ``path_contains`` (any if None). ``times`` is how many matching requests it hits before it is used up
+(None: forever). The first matching rule that is not used up wins; each request meets at most one rule. A request a
+rule hits is handled by that rule first; the attribute faults above then apply only where the rule goes on to forward
+(``delay``, ``flip``, ``other_object``, ``hold_*``, ``stored_then_*``, ``reset_response``, ``short_body*``).
+``reset()`` removes every rule and releases held requests. The kinds:
+
+- ``slowdown``: 503 SlowDown (S3's XML); ``internal``: 500 InternalError (S3's XML). Not forwarded.
+- ``reset_request``: read part of the request body (none if chunked), then reset the TCP connection (RST, by
+  SO_LINGER 0). Not forwarded.
+- ``reset_response``: forward, send the status line, headers and about half of the body, then RST.
+- ``short_body``: forward, send the real Content-Length but about half of the body, then close (FIN).
+- ``short_body_matching``: forward, answer about half of the body with a Content-Length that matches it, every other
+  header (metadata, ETag) unchanged: a valid-looking shorter answer.
+- ``delay``: wait ``seconds`` before forwarding.
+- ``stored_then_500``: forward (the upstream stores it), then answer 500 InternalError.
+- ``stored_then_reset``: forward, then RST without answering.
+- ``ok_without_storing``: not forwarded; 200 with an empty body and S3-like PUT headers, but no checksum header and an
+  ETag that is a random hex string, not the body's MD5.
+- ``flip``: forward; in the body of a successful (2xx) GET, invert a few bytes.
+- ``foreign_404_text`` (``404 page not found``, text/plain, as a Go server or an ingress's default backend),
+  ``foreign_404_html`` (a small HTML page), ``foreign_404_empty`` (no body, no Content-Type), and the same three for
+  403. No S3 XML, no ``x-amz-request-id``. Not forwarded.
+- ``other_object``: forward with the path's object key replaced by ``other_key`` (path-style when the Host is an IP
+  address or ``localhost``, else virtual-hosted), so the client receives that object's body, metadata and headers.
+- ``hold_before_forward``: block until ``release()``, then go on normally; ``hold_after_store``: forward (the
+  upstream stores it), block until ``release()``, then answer normally. ``held()`` counts the requests blocked now.
+
+``proxy.requests`` records each request with the status sent on the wire: 0 for a connection closed without any
+answer (``reset_request``, ``stored_then_reset``, ``drop_connections``), the status line's code when an answer was cut
+short (``reset_response``, ``short_body``).
+
 Standard library only. Only the threads this module started are ever stopped.
 """
 
@@ -30,6 +70,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import ipaddress
+import os
+import secrets
+import socket
+import struct
 import sys
 import threading
 import time
@@ -39,7 +84,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-__all__ = ["FaultProxy", "ProxiedRequest"]
+__all__ = ["FAULT_KINDS", "FaultProxy", "ProxiedRequest"]
 
 _HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "expect",
@@ -55,6 +100,27 @@ _NOT_IMPLEMENTED = (
     b"<Message>A header you provided implies functionality that is not implemented</Message>"
     b"<Header>If-None-Match</Header><RequestId>lab-proxy</RequestId></Error>"
 )
+_INTERNAL_ERROR = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b"<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message>"
+    b"<RequestId>lab-proxy</RequestId></Error>"
+)
+_S3_ERRORS: dict[str, tuple[int, bytes]] = {"slowdown": (503, _SLOW_DOWN), "internal": (500, _INTERNAL_ERROR)}
+_FOREIGN_HTML = (
+    "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
+    "<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+_FOREIGN_REASONS = {404: ("Not Found", "404 page not found\n"), 403: ("Forbidden", "403 Forbidden\n")}
+_FOREIGN: dict[str, tuple[int, str]] = {
+    f"foreign_{status}_{style}": (status, style) for status in (404, 403) for style in ("text", "html", "empty")
+}
+_FORWARDING = {
+    "reset_response", "short_body", "short_body_matching", "delay", "stored_then_500", "stored_then_reset", "flip",
+    "other_object", "hold_before_forward", "hold_after_store",
+}  # fmt: skip
+FAULT_KINDS = frozenset({*_S3_ERRORS, *_FOREIGN, *_FORWARDING, "reset_request", "ok_without_storing"})
+_POLL_INTERVAL = 0.05  # seconds: how long stop() may wait for the serving loop to notice (the default 0.5 adds up)
+_RESET_GRACE = 0.05  # seconds between the last bytes sent and an RST, so that they reach the client first
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +134,23 @@ class ProxiedRequest:
 
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+
+@dataclass(slots=True)
+class _Fault:
+    kind: str
+    method: str | None
+    path_contains: str | None
+    remaining: int | None
+    seconds: float
+    other_key: str | None
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.remaining is not None and self.remaining <= 0:
+            return False
+        if self.method is not None and self.method.upper() != method.upper():
+            return False
+        return self.path_contains is None or self.path_contains in path
 
 
 class FaultProxy:
@@ -94,6 +177,10 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._conditional_lock = threading.Lock()
         self._fail_next = 0
+        self._faults: list[_Fault] = []
+        self._held_cond = threading.Condition()
+        self._held = 0
+        self._release_generation = 0
         self._port = port
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -109,12 +196,47 @@ class FaultProxy:
         with self._lock:
             self._fail_next = count
 
+    def add_fault(
+        self,
+        kind: str,
+        *,
+        method: str | None = None,
+        path_contains: str | None = None,
+        times: int | None = None,
+        seconds: float = 0.0,
+        other_key: str | None = None,
+    ) -> None:
+        """Add a rule: ``kind`` (see the module docstring) for the matching requests, ``times`` of them (None: all)."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind '{kind}' (one of {', '.join(sorted(FAULT_KINDS))})")
+        if times is not None and times < 0:
+            raise ValueError(f"times must be None or at least 0, not {times}")
+        if kind == "other_object" and not other_key:
+            raise ValueError("the fault 'other_object' needs other_key")
+        if seconds < 0:
+            raise ValueError(f"seconds must not be negative, not {seconds}")
+        with self._lock:
+            self._faults.append(_Fault(kind, method, path_contains, times, seconds, other_key))
+
+    def release(self) -> None:
+        """Let every request held by a ``hold_*`` fault go on (requests that arrive later are held again)."""
+        with self._held_cond:
+            self._release_generation += 1
+            self._held_cond.notify_all()
+
+    def held(self) -> int:
+        """How many requests ``hold_*`` faults are holding right now."""
+        with self._held_cond:
+            return self._held
+
     def reset(self) -> None:
-        """Switch every fault off and forget the recorded requests."""
+        """Switch every fault off (rules included), release held requests and forget the recorded requests."""
         with self._lock:
             self._fail_next = 0
+            self._faults.clear()
             self.received = 0
             self.requests.clear()
+        self.release()
         self.strip_if_none_match = self.reject_if_none_match = self.fail_all = False
         self.corrupt_get = self.drop_connections = self.emulate_checksums = False
         self.delay = 0.0
@@ -126,11 +248,14 @@ class FaultProxy:
             owner = proxy
 
         self._server = _Server(("127.0.0.1", self._port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="lab-proxy", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(_POLL_INTERVAL,), name="lab-proxy", daemon=True
+        )
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        self.release()  # held handler threads must not outlive the proxy blocked
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -154,6 +279,25 @@ class FaultProxy:
                 self._fail_next -= 1
                 return True
             return False
+
+    def _take_fault(self, method: str, path: str) -> _Fault | None:
+        """The first rule that matches and is not used up, counted as used once more; None if no rule matches."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(method, path):
+                    if fault.remaining is not None:
+                        fault.remaining -= 1
+                    return fault
+            return None
+
+    def _hold(self) -> None:
+        with self._held_cond:
+            generation = self._release_generation
+            self._held += 1
+            try:
+                self._held_cond.wait_for(lambda: self._release_generation != generation)
+            finally:
+                self._held -= 1
 
     def _record(self, handler: BaseHTTPRequestHandler, status: int) -> None:
         with self._lock:
@@ -212,11 +356,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _proxy(self) -> None:
         owner = self.owner
+        fault = owner._take_fault(self.command, self.path)
+        kind = fault.kind if fault is not None else None
+        if kind == "reset_request":
+            self._read_part_of_body()
+            with owner._lock:
+                owner.received += 1
+            owner._record(self, 0)
+            self._reset_connection()
+            return
         body, chunked = self._read_body()
         with owner._lock:
             owner.received += 1
         if owner.delay:
             time.sleep(owner.delay)
+        if fault is not None and self._answered_by_rule(fault):
+            return
         conditional = self.headers.get("If-None-Match") is not None
         if owner.drop_connections:
             owner._record(self, 0)
@@ -228,11 +383,16 @@ class _Handler(BaseHTTPRequestHandler):
         if conditional and owner.reject_if_none_match:
             self._answer(501, _NOT_IMPLEMENTED)
             return
+        path = self.path
+        if fault is not None and fault.kind == "other_object" and fault.other_key:
+            path = _replace_key(path, self.headers.get("Host", ""), fault.other_key)
         if conditional and owner.atomic_conditional_writes and not owner.strip_if_none_match:
             with owner._conditional_lock:
-                status, headers, payload = self._forward(body, chunked)
+                status, headers, payload = self._forward(body, chunked, path)
         else:
-            status, headers, payload = self._forward(body, chunked)
+            status, headers, payload = self._forward(body, chunked, path)
+        if kind == "hold_after_store":
+            owner._hold()
         object_get = self.command == "GET" and status == 200 and "?" not in self.path and bool(payload)
         if object_get and owner.emulate_checksums and self.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
             digest = base64.b64encode(hashlib.sha256(payload).digest()).decode("ascii")
@@ -240,13 +400,69 @@ class _Handler(BaseHTTPRequestHandler):
             headers.append(("x-amz-checksum-type", "FULL_OBJECT"))
         if object_get and owner.corrupt_get:
             payload = _flip(payload)
-        self._answer(status, payload, headers)
+        self._answer_forwarded(kind, status, headers, payload)
 
-    def _forward(self, body: bytes, chunked: bool) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _answered_by_rule(self, fault: _Fault) -> bool:
+        """Apply what ``fault`` does before forwarding; True when it answered instead of forwarding."""
+        kind = fault.kind
+        if kind == "delay":
+            time.sleep(fault.seconds)
+        elif kind == "hold_before_forward":
+            self.owner._hold()
+        elif kind in _S3_ERRORS:
+            self._answer(*_S3_ERRORS[kind])
+        elif kind in _FOREIGN:
+            self._answer_foreign(*_FOREIGN[kind])
+        elif kind == "ok_without_storing":
+            self._answer(200, b"", _fake_put_headers())
+        else:
+            return False
+        return kind not in ("delay", "hold_before_forward")
+
+    def _answer_forwarded(self, kind: str | None, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
+        """Answer the upstream's response, as ``kind`` (a forwarding rule, or None) makes it."""
+        if kind == "stored_then_500":
+            self._answer(500, _INTERNAL_ERROR)
+        elif kind == "stored_then_reset":
+            self.owner._record(self, 0)
+            self._reset_connection()
+        elif kind == "reset_response":
+            self._answer_cut(status, headers, payload)
+            time.sleep(_RESET_GRACE)
+            self._reset_connection()
+        elif kind == "short_body":
+            self._answer_cut(status, headers, payload)
+            self.close_connection = True  # the server closes it: the client meets EOF before Content-Length
+        elif kind == "short_body_matching":
+            self._answer(status, payload[: len(payload) // 2], headers)
+        elif kind == "flip" and self.command == "GET" and 200 <= status < 300 and payload:
+            self._answer(status, _flip(payload), headers)
+        else:
+            self._answer(status, payload, headers)
+
+    def _read_part_of_body(self) -> None:
+        """Read about half of a Content-Length body (nothing of a chunked one), as a connection that breaks would."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > 1:
+            self.rfile.read(length // 2)
+
+    def _reset_connection(self) -> None:
+        """Close the client's connection at once with an RST (SO_LINGER 0), whatever is in flight."""
+        self.close_connection = True
+        sock = self.connection
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            os.close(sock.detach())  # detached: the server's own shutdown and close then touch no descriptor
+        except OSError:
+            pass  # the client went first
+
+    def _forward(self, body: bytes, chunked: bool, path: str | None = None) -> tuple[int, list[tuple[str, str]], bytes]:
         owner = self.owner
         conn = http.client.HTTPConnection(owner.upstream_host, owner.upstream_port, timeout=owner.timeout)
         try:
-            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            conn.putrequest(self.command, path or self.path, skip_host=True, skip_accept_encoding=True)
             for name, value in self.headers.items():
                 lower = name.lower()
                 if lower in _HOP_BY_HOP or (lower == "if-none-match" and owner.strip_if_none_match):
@@ -284,6 +500,58 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Content-Length", "0")
             self.end_headers()
         self.wfile.flush()
+
+    def _answer_cut(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
+        """Send the status line, the headers with the real Content-Length, and only the first half of the body."""
+        self.owner._record(self, status)
+        self.send_response(status)
+        for name, value in headers:
+            if name.lower() != "content-length" or self.command == "HEAD":
+                self.send_header(name, value)
+        if self.command != "HEAD":
+            self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload[: len(payload) // 2])
+        self.wfile.flush()
+
+    def _answer_foreign(self, status: int, style: str) -> None:
+        """An answer from something that is not S3 (an ingress, a Go server): no XML, no x-amz-request-id."""
+        reason, text = _FOREIGN_REASONS[status]
+        if style == "text":
+            self._answer(status, text.encode(), [("Content-Type", "text/plain; charset=utf-8")])
+        elif style == "html":
+            page = _FOREIGN_HTML.format(status=status, reason=reason).encode()
+            self._answer(status, page, [("Content-Type", "text/html")])
+        else:
+            self._answer(status, b"", [])
+
+
+def _fake_put_headers() -> list[tuple[str, str]]:
+    """Headers like S3's answer to a PUT, but with no checksum and an ETag that is no MD5 of anything sent."""
+    return [
+        ("x-amz-request-id", secrets.token_hex(8).upper()),
+        ("x-amz-id-2", base64.b64encode(secrets.token_bytes(48)).decode("ascii")),
+        ("ETag", f'"{secrets.token_hex(16)}"'),
+        ("x-amz-server-side-encryption", "AES256"),
+    ]
+
+
+def _replace_key(path: str, host: str, key: str) -> str:
+    """``path`` (URL path and query) with its object key replaced by ``key``, for path-style or virtual-hosted URLs."""
+    url_path, sep, query = path.partition("?")
+    hostname = urllib.parse.urlsplit(f"//{host}").hostname or ""
+    try:
+        ipaddress.ip_address(hostname)
+        path_style = True
+    except ValueError:
+        path_style = hostname == "localhost"
+    if path_style:
+        bucket = url_path.lstrip("/").split("/", 1)[0]
+        new_path = f"/{bucket}/{urllib.parse.quote(key, safe='/~')}"
+    else:
+        new_path = f"/{urllib.parse.quote(key, safe='/~')}"
+    return new_path + sep + query
 
 
 def _flip(payload: bytes) -> bytes:

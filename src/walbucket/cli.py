@@ -16,8 +16,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
-from .errors import ConfigError, StoreUnavailable, UsageError, WalbucketError, exit_code_for, failure_lines
+from .errors import (
+    ConfigError,
+    StoreUnavailable,
+    UsageError,
+    WalbucketError,
+    exit_code_for,
+    failure_lines,
+    printable,
+)
 from .fastpath import home_dir
+from .fingerprint import settings_fingerprint
 from .settings import CONFIG_ENV, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -132,9 +141,11 @@ def _parser() -> _Parser:
     return parser
 
 
-def _load(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+def _load(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Settings, str]:
+    """Read the settings, and their fingerprint (fingerprint.py) from the same raw environment and file bytes."""
     path = args.config or env.get(CONFIG_ENV)
     doc: dict[str, Any] = {}
+    raw = None
     if path:
         if sys.version_info >= (3, 11):
             import tomllib
@@ -142,14 +153,16 @@ def _load(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
             import tomli as tomllib
         try:
             with open(path, "rb") as f:
-                doc = tomllib.load(f)
+                raw = f.read()
+            doc = tomllib.loads(raw.decode())
         except OSError as exc:
             raise ConfigError(f"cannot read config file '{path}': {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file '{path}' is not valid TOML: {exc}") from None
+    fingerprint = settings_fingerprint(env, path, raw)
     if not env.get("HOME"):  # Debian's pg_ctlcluster starts PostgreSQL without HOME
         env = {**env, "HOME": home_dir(env)}
-    return load_settings(doc, env, config_name=f"'{path}'" if path else "config file")
+    return load_settings(doc, env, config_name=f"'{path}'" if path else "config file"), fingerprint
 
 
 def _endpoint_id(settings: Settings) -> str:
@@ -175,12 +188,12 @@ def _push_options(settings: Settings, store: Store) -> PushOptions:
     return PushOptions(settings.compression, settings.level, conditional, fallback)
 
 
-def _spool(settings: Settings) -> Spool:
+def _spool(settings: Settings, fingerprint: str) -> Spool:
     from .spool import Spool
 
     if not settings.spool_dir:
         raise ConfigError("missing setting 'spool_dir'", hint="set WALBUCKET_SPOOL_DIR (or HOME) for async mode")
-    spool = Spool.for_data_dir(Path(settings.spool_dir), Path.cwd())
+    spool = Spool.for_data_dir(Path(settings.spool_dir), Path.cwd(), fingerprint)
     try:
         spool.create()
     except OSError as exc:
@@ -192,7 +205,8 @@ def _starter(args: argparse.Namespace, spool: Spool) -> Callable[[], None]:
     from .async_client import worker_starter
 
     config = ["--config", args.config] if args.config else []
-    return worker_starter([sys.executable, "-m", "walbucket", *config, "worker"], os.getcwd(), str(spool.root))
+    command = [sys.executable, "-m", "walbucket", *config, "worker"]
+    return worker_starter(command, os.getcwd(), str(spool.root), args.env)
 
 
 def _push_async(args: argparse.Namespace, settings: Settings) -> str:
@@ -204,8 +218,8 @@ def _push_async(args: argparse.Namespace, settings: Settings) -> str:
     archivable_name(path)
     if not os.access(path, os.R_OK):
         raise WalFileError(f"cannot read WAL file '{path}': no such file or no permission")
-    spool = _spool(settings)
-    result = push_async(str(path), str(spool.root), settings.async_wait, _starter(args, spool))
+    spool = _spool(settings, args.fingerprint)
+    result = push_async(str(path), str(spool.root), settings.async_wait, _starter(args, spool), args.fingerprint)
     if result is None:  # only without a starter; kept for the type checker
         raise StoreUnavailable("no async worker answered")
     return describe_push(result)
@@ -251,24 +265,30 @@ def _get_async(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     from .get import restorable_name
 
     restorable_name(args.name)
-    spool = _spool(settings)
-    result = get_async(args.name, args.dest, str(spool.root), settings.async_wait, _starter(args, spool))
+    spool = _spool(settings, args.fingerprint)
+    starter = _starter(args, spool)
+    result = get_async(args.name, args.dest, str(spool.root), settings.async_wait, starter, args.fingerprint)
     if result is None:  # only without a starter; kept for the type checker
         raise StoreUnavailable("no async worker answered")
     return describe_get(result)
 
 
-def _worker(_args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
+def _worker(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     from .store.factory import open_store
     from .worker import Worker, acquire_lock
 
     logging.getLogger("walbucket").setLevel(logging.INFO)
-    spool = _spool(settings)
-    if acquire_lock(spool) is None:
+    spool = _spool(settings, args.fingerprint)
+    if acquire_lock(spool, wait=_LOCK_WAIT) is None:
         return "another worker serves this data directory", 0
     store = open_store(settings)
-    Worker(settings, Path.cwd(), spool, store, lambda: _push_options(settings, store)).serve()
-    return "exited after being idle", 0
+    worker = Worker(settings, Path.cwd(), spool, store, lambda: _push_options(settings, store))
+    for signum in (signal.SIGTERM, signal.SIGINT):  # stop gracefully: every waiting command gets its answer
+        signal.signal(signum, lambda _signum, _frame: worker.stop())
+    return f"exited: {worker.serve()}", 0
+
+
+_LOCK_WAIT = 10.0  # seconds a new worker waits for an old one that drains after a settings change
 
 
 def _lifecycle(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
@@ -326,18 +346,17 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
     try:
         args = _parser().parse_args(argv)
     except _ArgumentError as exc:
-        print(f"{exc}\n(walbucket --help lists the commands)", file=sys.stderr)
+        print(f"{printable(str(exc))}\n(walbucket --help lists the commands)", file=sys.stderr)
         return UsageError.get_exit_code if _command_word(argv) == "get" else UsageError.exit_code
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING, format="walbucket: %(levelname)s: %(message)s"
-    )
+    _log_to_stderr(logging.DEBUG if args.verbose else logging.WARNING)
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     subject = {"get": lambda: f"get {args.name}", "push": lambda: f"push {Path(args.path).name}"}.get(
         args.command, lambda: str(args.command)
     )()
     try:
-        settings = _load(args, env)
+        settings, args.fingerprint = _load(args, env)
+        args.env = env
         line, code = _handler(args.command)(args, settings)
     except _Terminated:
         raise
@@ -348,8 +367,21 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
         print("\n".join(failure_lines(subject, exc, code, time.monotonic() - started)), file=sys.stderr)
         return code
     if line:
-        print(f"walbucket {subject}: {line} in {time.monotonic() - started:.3f}s", file=sys.stderr)
+        print(printable(f"walbucket {subject}: {line} in {time.monotonic() - started:.3f}s"), file=sys.stderr)
     return code
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Every log record on one line: control characters in a name or message are escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
+def _log_to_stderr(level: int) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(_OneLineFormatter("walbucket: %(levelname)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def run() -> int:

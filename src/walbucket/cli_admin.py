@@ -135,7 +135,9 @@ def _emit(args: argparse.Namespace, settings: Settings, data: dict[str, Any], li
 
         print(json.dumps({"bucket": settings.bucket, "prefix": settings.prefix, **data}, indent=2))
     else:
-        print("\n".join(lines))
+        from .errors import printable
+
+        print("\n".join(printable(line) for line in lines))  # a key may hold control characters: one line each
 
 
 def _show(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:

@@ -35,16 +35,19 @@ def run() -> int:
 _FAST_SETTINGS = ("async", "spool_dir", "state_dir", "async_wait")
 
 
-def _settings(env: Mapping[str, str]) -> dict[str, object] | None:
-    """Return the settings the fast path needs, the environment over the settings file; None if unsure."""
+def _settings(env: Mapping[str, str]) -> tuple[dict[str, object], bytes | None] | None:
+    """Return the settings the fast path needs, the environment over the settings file, and the file's bytes for
+    the settings fingerprint; None if unsure."""
     if any(k.startswith("WALBUCKET_") and not k.isupper() for k in env):
         return None  # settings.py takes WALBUCKET_Spool_Dir too: leave such names to it
     values: dict[str, object] = {}
     config = env.get("WALBUCKET_CONFIG")
+    raw = None
     if config:
         try:
             with open(config, "rb") as f:
-                text = f.read(_MAX_CONFIG + 1).decode()
+                raw = f.read(_MAX_CONFIG + 1)
+            text = raw.decode()
         except (OSError, UnicodeDecodeError):
             return None  # the full command reports it
         doc = scan_flat_toml(text) if len(text) <= _MAX_CONFIG else None
@@ -59,7 +62,7 @@ def _settings(env: Mapping[str, str]) -> dict[str, object] | None:
             values.pop(name, None)  # an empty variable unsets, as in settings.py
         elif value is not None:
             values[name] = value
-    return values
+    return values, raw
 
 
 def _spool_root(env: Mapping[str, str], values: Mapping[str, object]) -> str | None:
@@ -173,22 +176,33 @@ def _wait(values: Mapping[str, object]) -> float | None:
     return wait if 0 < wait <= 86400 else None
 
 
+def _plain_argv(argv: Sequence[str]) -> bool:
+    """``push PATH`` or ``get NAME DEST`` and no option: ``get NAME -v`` is for argparse, not a file named -v."""
+    shape = (len(argv) == 2 and argv[0] == "push") or (len(argv) == 3 and argv[0] == "get")
+    return shape and not any(arg.startswith("-") for arg in argv[1:])
+
+
 def fast_path(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
     """Answer ``push PATH`` or ``get NAME DEST`` in asynchronous mode without starting anything; None to hand over."""
     started = time.monotonic()
-    if not ((len(argv) == 2 and argv[0] == "push") or (len(argv) == 3 and argv[0] == "get")):
+    if not _plain_argv(argv):
         return None
-    values = _settings(env)
-    root = None if values is None else _spool_root(env, values)
-    wait = None if values is None else _wait(values)
+    found = _settings(env)
+    if found is None:
+        return None
+    values, config = found
+    root = _spool_root(env, values)
+    wait = _wait(values)
     if root is None or wait is None:
         return None
-    from .errors import exit_code_for, failure_lines
+    from .errors import exit_code_for, failure_lines, printable
+    from .fingerprint import settings_fingerprint
 
+    fingerprint = settings_fingerprint(env, env.get("WALBUCKET_CONFIG"), config)
     command = argv[0]
     subject = f"{command} {os.path.basename(argv[1]) if command == 'push' else argv[1]}"
     try:
-        answer = _answer(argv, root, wait)
+        answer = _answer(argv, root, wait, fingerprint)
     except Exception as exc:  # noqa: BLE001 - rendered exactly as the full command renders it
         code = exit_code_for(exc, command, os.path.exists("standby.signal"))
         sys.stderr.write("\n".join(failure_lines(subject, exc, code, time.monotonic() - started)) + "\n")
@@ -196,15 +210,15 @@ def fast_path(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
     if answer is None:
         return None
     line, code = answer
-    sys.stderr.write(f"walbucket {subject}: {line} in {time.monotonic() - started:.3f}s\n")
+    sys.stderr.write(printable(f"walbucket {subject}: {line} in {time.monotonic() - started:.3f}s") + "\n")
     return code
 
 
-def _answer(argv: Sequence[str], root: str, wait: float) -> tuple[str, int] | None:
+def _answer(argv: Sequence[str], root: str, wait: float, fingerprint: str) -> tuple[str, int] | None:
     from . import async_client
 
     if argv[0] == "push":
-        pushed = async_client.push_async(argv[1], root, wait, None)
+        pushed = async_client.push_async(argv[1], root, wait, None, fingerprint)
         return None if pushed is None else (async_client.describe_push(pushed), 0)
-    restored = async_client.get_async(argv[1], argv[2], root, wait, None)
+    restored = async_client.get_async(argv[1], argv[2], root, wait, None, fingerprint)
     return None if restored is None else async_client.describe_get(restored)

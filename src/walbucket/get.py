@@ -12,7 +12,7 @@ from .codecs import CODECS, Codec
 from .errors import DamagedDownload, IdentityMismatch, IntegrityError, UsageError, WalFileError
 from .fsutil import AtomicFile
 from .identity import identity_conflict
-from .keylayout import META_CODEC, META_SHA256, META_SIZE, META_SYSTEM_ID, KeyLayout
+from .keylayout import META_CODEC, META_NAME, META_SHA256, META_SIZE, META_SYSTEM_ID, KeyLayout
 from .push import IdentityMemo, load_identity
 from .store import Store, StoredObject
 from .walheader import LONG_HEADER_SIZE, HeaderError, WalHeader, parse_long_header, read_control_system_id
@@ -121,6 +121,14 @@ def verify_into(
         raise IntegrityError(
             f"object '{key}' lacks walbucket's metadata (codec, SHA-256, size)",
             hint="it was not written by walbucket push, or its metadata was stripped by a copy",
+        )
+    stored_name = meta.get(META_NAME)
+    asked = layout.name_of(key)
+    if stored_name is not None and asked is not None and stored_name != asked.name:
+        raise IntegrityError(
+            f"the answer for '{key}' is the object of WAL file '{stored_name}'",
+            hint="a proxy or cache between walbucket and the store mixes up objects; restore stopped so that "
+            "recovery does not replay the wrong WAL",
         )
     local_id = read_control_system_id(data_dir) if data_dir is not None else None
     _check_system_id(wal, meta.get(META_SYSTEM_ID), local_id)

@@ -24,6 +24,7 @@ __all__ = [
     "KIND_DIRS",
     "META_CODEC",
     "META_FORMAT",
+    "META_NAME",
     "META_SHA256",
     "META_SIZE",
     "META_SYSTEM_ID",
@@ -51,6 +52,7 @@ META_SHA256 = "walbucket-sha256"
 META_SIZE = "walbucket-size"
 META_CODEC = "walbucket-codec"
 META_SYSTEM_ID = "walbucket-system-id"
+META_NAME = "walbucket-name"  # the WAL file name: get refuses an answer that is another object's (a proxy's mix-up)
 FORMAT_VERSION = "1"
 
 # Object tags: what lifecycle rules and inspection filter on.
@@ -102,10 +104,14 @@ class KeyLayout:
         return self._join("probe", name)
 
 
-def object_metadata(sha256_hex: str, size: int, codec: str, system_id: int | None) -> dict[str, str]:
+def object_metadata(
+    sha256_hex: str, size: int, codec: str, system_id: int | None, name: str | None = None
+) -> dict[str, str]:
     meta = {META_FORMAT: FORMAT_VERSION, META_SHA256: sha256_hex, META_SIZE: str(size), META_CODEC: codec}
     if system_id is not None:
         meta[META_SYSTEM_ID] = str(system_id)
+    if name is not None:
+        meta[META_NAME] = name
     return meta
 
 

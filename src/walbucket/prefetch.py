@@ -45,6 +45,7 @@ class Prefetcher:
         layout: KeyLayout,
         memo: IdentityMemo,
         pool: ThreadPoolExecutor,
+        stopping: threading.Event,
     ) -> None:
         self.settings = settings
         self.data_dir = data_dir
@@ -53,6 +54,7 @@ class Prefetcher:
         self.layout = layout
         self.memo = memo
         self.pool = pool
+        self._stopping = stopping  # set: the worker is stopping; fetch what is asked for, prefetch nothing new
         self._lock = threading.Lock()
         self._gets: dict[str, Future[Any]] = {}
         self._window = min(_FIRST_WINDOW, settings.async_lookahead)
@@ -62,9 +64,22 @@ class Prefetcher:
             return any(not f.done() for f in self._gets.values())
 
     def clear(self) -> None:
-        """Remove every prefetched file: only the worker that verified a file may hand it over."""
+        """Remove every file this worker prefetched: only the worker that verified a file may hand it over."""
         for leftover in self.spool.restore_dir.iterdir():
             leftover.unlink(missing_ok=True)
+
+    def clear_all(self) -> None:
+        """Remove the files every earlier worker prefetched, under any settings, and make this worker's directory."""
+        root = self.spool.restore_root
+        for directory in root.iterdir():
+            if directory.is_dir():
+                for leftover in directory.iterdir():
+                    leftover.unlink(missing_ok=True)
+                if directory != self.spool.restore_dir:
+                    directory.rmdir()
+            else:
+                directory.unlink(missing_ok=True)  # a file of the flat layout before fingerprints
+        self.spool.restore_dir.mkdir(mode=0o700, exist_ok=True)
 
     def request(self, name: str) -> dict[str, Any]:
         """Fetch NAME for the command that asks for it, ahead of the queue; then move the window past it."""
@@ -127,7 +142,7 @@ class Prefetcher:
     def advance(self, name: str) -> None:
         """Recovery is at NAME: forget what it passed and queue the window of segments that follow."""
         wal = parse_wal_name(name)
-        if wal is None or wal.kind is not WalKind.SEGMENT or wal.segment is None:
+        if wal is None or wal.kind is not WalKind.SEGMENT or wal.segment is None or self._stopping.is_set():
             return
         with self._lock:  # forget what recovery has passed
             for other in [n for n, f in self._gets.items() if f.done() and n[:8] == name[:8] and n < name]:
@@ -142,10 +157,13 @@ class Prefetcher:
         segment = wal.segment
         for _ in range(self._window):
             segment = segment.next(identity.seg_size)
-            if budget < identity.seg_size:
+            if budget < identity.seg_size or self._stopping.is_set():
                 break
             # in flight or already spooled: kept; absent last time (the archive's end then): asked again
-            self._submit(segment.name)
+            try:
+                self._submit(segment.name)
+            except RuntimeError:  # the pool shut down meanwhile: a prefetch is only ever an optimisation
+                break
             budget -= identity.seg_size
 
     def _spooled_bytes(self) -> int:

@@ -138,7 +138,7 @@ def _archive(
     system_id, pg_version = _check_content(wal, prepared, store, layout, conditional, data_dir, memo)
     body, digest, size = prepared.body, prepared.sha256, prepared.size
     key = layout.key(wal)
-    metadata = object_metadata(digest, size, prepared.codec, system_id)
+    metadata = object_metadata(digest, size, prepared.codec, system_id, wal.name)
     tags = object_tags(wal, system_id, pg_version)
     if conditional:
         if store.create(key, body, metadata, tags):

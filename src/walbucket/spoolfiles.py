@@ -2,13 +2,18 @@
 
 Imports only os and marshal: this module is on the path PostgreSQL runs thousands of times (json alone would add
 10 ms: it imports re). Acknowledgements are marshal'ed dicts, private to one user and one interpreter: the spool is
-0700. See spool.py for the layout.
+0700. See spool.py for the layout. Acknowledgements, errors and prefetched files belong to one settings fingerprint
+(fingerprint.py): a command only takes those of its own settings.
 """
 
 from __future__ import annotations
 
+import errno
 import marshal
 import os
+
+from .errors import WalFileError
+from .fingerprint import PROTOCOL
 
 __all__ = [
     "ARCHIVE_DIR",
@@ -22,6 +27,7 @@ __all__ = [
     "encode_error",
     "error_path",
     "file_stamp",
+    "fsync_dir",
     "hand_over",
     "prefetched_path",
     "take_ack",
@@ -30,8 +36,10 @@ __all__ = [
 
 ARCHIVE_DIR = "archive"
 RESTORE_DIR = "restore"
-SOCKET = "worker.sock"
-LOCK = "worker.lock"
+# Named by the wire protocol's version: a command never talks to a worker of an older walbucket, which would not
+# check the settings fingerprint; an old worker idles out on its own.
+SOCKET = f"worker-{PROTOCOL}.sock"
+LOCK = f"worker-{PROTOCOL}.lock"
 LOG = "worker.log"
 
 
@@ -55,41 +63,61 @@ def error_path(root: str, name: str) -> str:
     return os.path.join(root, ARCHIVE_DIR, name + ".error")
 
 
-def prefetched_path(root: str, name: str) -> str:
-    return os.path.join(root, RESTORE_DIR, name)
+def prefetched_path(root: str, fingerprint: str, name: str) -> str:
+    return os.path.join(root, RESTORE_DIR, fingerprint, name)
 
 
-def hand_over(root: str, name: str, dest: str) -> bool:
-    """Move a prefetched NAME to ``dest`` durably (rename, or copy across file systems); False when there is none."""
-    source = prefetched_path(root, name)
+def hand_over(root: str, fingerprint: str, name: str, dest: str) -> bool:
+    """Move a prefetched NAME to ``dest`` durably (rename, or copy across file systems); False when there is none.
+
+    A destination that cannot be written raises WalFileError naming it, as the synchronous get does.
+    """
+    source = prefetched_path(root, fingerprint, name)
     try:
         os.replace(source, dest)
-    except FileNotFoundError:
-        return False
     except OSError as exc:
-        if exc.errno != 18:  # EXDEV: the spool is on another file system
-            raise
-        _copy_durably(source, dest)
+        # rename(2) may report EXDEV, or ENOENT for a missing destination directory, before it looks at the source
+        if not os.path.exists(source):
+            return False
+        if exc.errno != errno.EXDEV:
+            raise _unwritable(dest, exc) from None
+        if not _copy_durably(source, dest):
+            return False
         os.unlink(source)
-    _fsync_dir(os.path.dirname(os.path.abspath(dest)))
+    try:
+        fsync_dir(os.path.dirname(os.path.abspath(dest)))
+    except OSError as exc:
+        raise _unwritable(dest, exc) from None
     return True
 
 
-def _copy_durably(source: str, dest: str) -> None:
+def _unwritable(dest: str, exc: OSError) -> WalFileError:
+    return WalFileError(f"cannot write WAL file '{dest}': {exc.strerror}")
+
+
+def _copy_durably(source: str, dest: str) -> bool:
+    """Copy ``source`` to ``dest`` through a temporary file; False when ``source`` is gone."""
+    try:
+        src = open(source, "rb")  # noqa: SIM115 - opened first: a missing source is an answer, not an error
+    except FileNotFoundError:
+        return False
     tmp = os.path.join(os.path.dirname(os.path.abspath(dest)), f".{os.path.basename(dest)}.{os.getpid()}.walbucket-tmp")
     try:
-        with open(source, "rb") as src, open(tmp, "wb") as out:
+        with src, open(tmp, "wb") as out:
             while chunk := src.read(1 << 20):
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, dest)
+    except OSError as exc:
+        raise _unwritable(dest, exc) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    return True
 
 
-def _fsync_dir(directory: str) -> None:
+def fsync_dir(directory: str) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -97,17 +125,23 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def encode_ack(stamp: tuple[int, int, int, int], outcome: str) -> bytes:
+def encode_ack(stamp: tuple[int, int, int, int], outcome: str, fingerprint: str) -> bytes:
     dev, ino, size, mtime_ns = stamp
-    return marshal.dumps({"dev": dev, "ino": ino, "size": size, "mtime_ns": mtime_ns, "outcome": outcome})
+    return marshal.dumps(
+        {"dev": dev, "ino": ino, "size": size, "mtime_ns": mtime_ns, "outcome": outcome, "fp": fingerprint}
+    )
 
 
-def encode_error(error: dict[str, str]) -> bytes:
-    return marshal.dumps(dict(error))
+def encode_error(error: dict[str, str], fingerprint: str) -> bytes:
+    return marshal.dumps({**error, "fp": fingerprint})
 
 
-def take_ack(root: str, name: str, stamp: tuple[int, int, int, int]) -> str | None:
-    """Return the recorded outcome when NAME's acknowledgement covers this very file, and consume it."""
+def take_ack(root: str, name: str, stamp: tuple[int, int, int, int], fingerprint: str) -> str | None:
+    """Return the recorded outcome when NAME's acknowledgement covers this very file, and consume it.
+
+    Only an acknowledgement written under the same settings counts: one from a worker with another prefix or bucket
+    says nothing about this archive.
+    """
     path = ack_path(root, name)
     try:
         with open(path, "rb") as f:
@@ -117,11 +151,13 @@ def take_ack(root: str, name: str, stamp: tuple[int, int, int, int]) -> str | No
         return None
     if not isinstance(doc, dict) or (doc.get("dev"), doc.get("ino"), doc.get("size"), doc.get("mtime_ns")) != stamp:
         return None  # an acknowledgement of an earlier file under this name: push this one again
+    if doc.get("fp") != fingerprint:
+        return None  # stored under other settings: push this one again
     return str(doc.get("outcome", "archived"))
 
 
-def take_error(root: str, name: str) -> dict[str, str] | None:
-    """Return and consume the error a look-ahead upload of NAME left, if any."""
+def take_error(root: str, name: str, fingerprint: str) -> dict[str, str] | None:
+    """Return and consume the error a look-ahead upload of NAME left under these settings, if any."""
     path = error_path(root, name)
     try:
         with open(path, "rb") as f:
@@ -129,4 +165,6 @@ def take_error(root: str, name: str) -> dict[str, str] | None:
         os.unlink(path)
     except (OSError, ValueError, EOFError, TypeError):
         return None
-    return {str(k): str(v) for k, v in doc.items()} if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or doc.get("fp") != fingerprint:
+        return None
+    return {str(k): str(v) for k, v in doc.items() if k != "fp"}

@@ -2,8 +2,14 @@
 
 PostgreSQL still calls the command once per file; the command asks this worker (worker_protocol) or answers from
 the spool (spool.py). The worker reads ``pg_wal/archive_status/*.ready`` to push ahead, but never renames or
-touches them: PostgreSQL alone marks a file done. Restoring is prefetch.py's. It exits after ``async_idle_exit``
-seconds without work.
+touches them: PostgreSQL alone marks a file done. Restoring is prefetch.py's.
+
+It serves only requests of its own protocol version and settings fingerprint (fingerprint.py); another one is
+answered "mismatch" and makes it stop, so that the command gets a worker for its own settings. It stops after
+``async_idle_exit`` seconds without work, on SIGTERM or SIGINT (:meth:`Worker.stop`), or on a mismatch, always the
+same way: no new connections (the socket is removed first, so a command starts the next worker, which waits for
+this one's lock), the connections already queued served, every request in flight answered, queued look-aheads and
+prefetches dropped, and only then the pool shut down and the prefetched files removed.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from .fingerprint import PROTOCOL
 from .keylayout import KeyLayout
 from .prefetch import Prefetcher, settle
 from .push import AlreadyArchived, IdentityMemo, PushOptions, Uploaded, push
@@ -28,7 +35,7 @@ from .settings import Settings
 from .spool import FileStamp, Spool, stamp_of
 from .store import Store
 from .walname import parse_wal_name
-from .worker_protocol import encode_error, pack, read_message, unix_path
+from .worker_protocol import MISMATCH, encode_error, pack, read_message, unix_path
 
 __all__ = ["Worker", "acquire_lock"]
 
@@ -45,14 +52,24 @@ def _stamp_or_none(path: Path) -> FileStamp | None:
         return None
 
 
-def acquire_lock(spool: Spool) -> int | None:
-    """Take the worker lock of this spool; return its fd, or None when another worker holds it."""
+def acquire_lock(spool: Spool, wait: float = 0.0) -> int | None:
+    """Take the worker lock of this spool; return its fd, or None when another worker holds it.
+
+    A worker that holds the lock without its socket is starting or draining (after a settings change, say): wait up
+    to ``wait`` seconds for it, so that the new worker takes over as soon as the old one exits. One that holds the
+    lock and serves on its socket makes this one exit at once.
+    """
     fd = os.open(spool.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if spool.socket_path.exists() or time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.02)
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
@@ -74,19 +91,34 @@ class Worker:
         self._options_lock = threading.Lock()
         self.memo = IdentityMemo()
         self.pool = ThreadPoolExecutor(settings.async_workers, thread_name_prefix="transfer")
+        self._stopping = threading.Event()  # set: nothing new is queued, only what a command waits for runs
+        self.draining = threading.Event()  # set once the socket is gone and only work in flight is finished
         self._lock = threading.Lock()
         self._pushes: dict[str, tuple[Future[Any], int]] = {}
         self._stored: dict[str, None] = {}  # insertion-ordered set, oldest first
         self._failed: set[str] = set()  # names whose last upload failed
         self._pg_wal: Path | None = None
-        self.restore = Prefetcher(settings, data_dir, spool, store, self.layout, self.memo, self.pool)
+        self.restore = Prefetcher(settings, data_dir, spool, store, self.layout, self.memo, self.pool, self._stopping)
         self._connections = 0
+        self._drained = threading.Condition(self._lock)
         self._last_activity = time.monotonic()
+        self._stop_reason = ""
 
     # serving --------------------------------------------------------------------------------------------------
 
-    def serve(self) -> None:
-        self.restore.clear()  # prefetching is cheap to redo; never trust a file from a dead worker
+    def stop(self, reason: str = "stopped on a signal") -> None:
+        """Stop serving, gracefully (see the module docstring); safe from a signal handler and from any thread."""
+        if not self._stop_reason:
+            self._stop_reason = reason
+        self._stopping.set()
+
+    def serve(self) -> str:
+        """Serve until idle or stopped; return why it stopped."""
+        return self.run(self.listen())
+
+    def listen(self) -> socket.socket:
+        """Clear what earlier workers left and listen on the spool's socket: commands can connect from now on."""
+        self.restore.clear_all()  # prefetching is cheap to redo; never trust a file from a dead worker
         self.spool.socket_path.unlink(missing_ok=True)  # ours to replace: we hold the lock
         name, fd = unix_path(self.spool.socket_path)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -97,26 +129,52 @@ class Worker:
                 os.close(fd)
         os.chmod(self.spool.socket_path, 0o600)
         listener.listen(64)
-        listener.settimeout(0.5)
+        listener.settimeout(0.2)
+        return listener
+
+    def run(self, listener: socket.socket) -> str:
+        """Accept commands on ``listener`` until idle or stopped, then shut down gracefully; return why."""
         log.info("worker %d serving %s", os.getpid(), self.data_dir)
         try:
-            while not self._idle():
+            while not self._stopping.is_set():
+                if self._idle():
+                    self.stop(f"idle for {self.settings.async_idle_exit:g}s")
+                    break
                 try:
                     conn, _ = listener.accept()
                 except TimeoutError:
                     continue
-                with self._lock:
-                    self._connections += 1
-                    self._last_activity = time.monotonic()
-                threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+                self._start_handler(conn)
         finally:
-            self.spool.socket_path.unlink(missing_ok=True)
-            listener.close()
-            self.pool.shutdown(wait=True)
-            # Nothing verifies a prefetched file again when the command hands it over, so none outlives the worker
-            # that verified it: the data directory may be replaced by another cluster's before the next recovery.
-            self.restore.clear()
-        log.info("worker %d idle for %gs: exiting", os.getpid(), self.settings.async_idle_exit)
+            self._stopping.set()
+            self._shut_down(listener)
+        log.info("worker %d %s: exiting", os.getpid(), self._stop_reason or "stopped")
+        return self._stop_reason or "stopped"
+
+    def _start_handler(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._connections += 1
+            self._last_activity = time.monotonic()
+        threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _shut_down(self, listener: socket.socket) -> None:
+        self.spool.socket_path.unlink(missing_ok=True)  # from now on commands start the next worker
+        self.draining.set()
+        listener.setblocking(False)
+        while True:  # commands that connected before the socket went away are still served
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                break
+            conn.setblocking(True)
+            self._start_handler(conn)
+        listener.close()
+        with self._drained:
+            self._drained.wait_for(lambda: self._connections == 0)
+        self.pool.shutdown(wait=True, cancel_futures=True)  # look-aheads and prefetches nobody waits for
+        # Nothing verifies a prefetched file again when the command hands it over, so none outlives the worker
+        # that verified it; a command that was answered but had not taken its file yet asks the next worker.
+        self.restore.clear()
 
     def _idle(self) -> bool:
         with self._lock:
@@ -130,6 +188,10 @@ class Worker:
                 try:
                     request = read_message(conn)
                     if request is None:
+                        return
+                    if request.get("v") != PROTOCOL or request.get("fp") != self.spool.fingerprint:
+                        conn.sendall(pack({"status": MISMATCH}))  # the command finds a worker for its settings
+                        self.stop("stopped for a command with other settings")
                         return
                     if request.get("op") == "prefetch":  # recovery took NAME from the spool: move the window on
                         conn.sendall(pack({"status": "ok"}))  # first: PostgreSQL waits for the command, not for this
@@ -145,6 +207,7 @@ class Worker:
             with self._lock:
                 self._connections -= 1
                 self._last_activity = time.monotonic()
+                self._drained.notify_all()
 
     def _dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
@@ -202,6 +265,8 @@ class Worker:
                 while len(self._stored) > _REMEMBER:
                     del self._stored[next(iter(self._stored))]
             self._last_activity = time.monotonic()
+        if self._stopping.is_set():
+            return
         try:  # keep the pipeline full while PostgreSQL has ready files (on the pool: no recursion here)
             self.pool.submit(self._look_ahead)
         except RuntimeError:  # the pool is shutting down
@@ -239,7 +304,7 @@ class Worker:
     def _look_ahead(self) -> None:
         """Queue the files PostgreSQL has marked ready, oldest first, within the look-ahead and byte limits."""
         pg_wal = self._pg_wal
-        if pg_wal is None:
+        if pg_wal is None or self._stopping.is_set():
             return
         try:
             ready = [n[: -len(_READY)] for n in os.listdir(pg_wal / "archive_status") if n.endswith(_READY)]

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     PathLike = str | os.PathLike[str]
 
 __all__ = [
+    "MISMATCH",
     "ask_worker",
     "connect_unix",
     "decode_error",
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 _MAX_LINE = 1 << 16
+MISMATCH = "mismatch"  # the reply of a worker whose protocol or settings fingerprint differ from the request's
 
 
 def unix_path(path: PathLike) -> tuple[str, int | None]:
@@ -129,8 +131,8 @@ def ask_worker(
 ) -> dict[str, Any] | None:
     """Send ``request`` to the worker listening on ``path``, starting one when none answers.
 
-    Without ``start_worker``, return None at once when no worker answers (the fast path then hands over to the full
-    command, which starts one).
+    A worker whose settings differ answers "mismatch" and stops; it counts as no worker. Without ``start_worker``,
+    return None at once when no worker answers (the fast path then hands over to the full command, which starts one).
     """
     deadline = time.monotonic() + timeout
     last_start = -1e9
@@ -141,7 +143,7 @@ def ask_worker(
                 f"no async worker answered within {timeout:g}s", hint="see worker.log in the spool directory"
             )
         reply = _exchange(path, request, remaining)
-        if reply is not None:
+        if reply is not None and reply.get("status") != MISMATCH:
             return reply
         if start_worker is None:
             return None

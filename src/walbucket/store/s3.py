@@ -1,7 +1,17 @@
 """The S3 adapter: boto3 underneath, walbucket.errors above. botocore's exceptions never leave this module.
 
 One retry policy (tenacity) wraps every request: exponential backoff with jitter, for transient errors only, until
-the retry budget is spent. 404 and 412 are answers, never retried; 403 and other refusals fail at once.
+the retry budget is spent. The store's own 404 (``NoSuchKey``) and 412 are answers, never retried; 403 and other
+refusals fail at once.
+
+Absence is proven only by the store's own word: S3's ``NoSuchKey`` error document (AWS, MinIO and Ceph RGW send it).
+A 404 without it (an ingress' default backend, a Go server's ``404 page not found``, an empty body) says nothing about
+the archive: it is retried like an outage, because answering "not in the archive" would end a recovery early. HEAD
+answers carry no body, so a HEAD's 404 is confirmed by a one-byte GET before it counts as absence.
+
+An upload counts as stored only when the store's answer proves it holds these bytes (:meth:`S3Store._prove`): the
+``x-amz-checksum-sha256`` it echoes equals the one sent; else an ETag equal to the body's MD5 (single-part uploads,
+no SSE-KMS); else one HEAD comparing size and walbucket's SHA-256 metadata. A bare 200 proves nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from botocore.exceptions import (
 )
 
 from ..errors import ConditionalWritesUnsupported, ConfigError, DamagedDownload, StoreError, StoreUnavailable
+from ..keylayout import META_SHA256
 from .protocol import LifecycleRules, ObjectInfo, StoredObject
 
 __all__ = ["S3Store", "retry_policy"]
@@ -37,7 +48,8 @@ __all__ = ["S3Store", "retry_policy"]
 log = logging.getLogger("walbucket.s3")
 T = TypeVar("T")
 
-_ABSENT = {"404", "NoSuchKey", "NotFound"}
+_NO_SUCH_KEY = "NoSuchKey"
+_BARE_404 = {"404", "NotFound"}  # botocore's code for a 404 whose body is not S3's error document
 _EXISTS = {"412", "PreconditionFailed"}
 _TRANSIENT = {
     "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeoutException",
@@ -76,20 +88,36 @@ def _code(exc: ClientError) -> tuple[str, int]:
     return str(error.get("Code", status)), status
 
 
+def _label(code: str, status: int, *, with_status: bool = True) -> str:
+    """``HTTP 403`` for a bare status (not the store's error document), else the store's code (and the status)."""
+    if code == str(status):
+        return f"HTTP {status}"
+    return f"{code} (HTTP {status})" if with_status else code
+
+
+def _foreign_404(exc: ClientError, key: str) -> _Transient:
+    kind = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("content-type") or "no content type"
+    return _Transient(
+        f"HTTP 404 that is not the store's NoSuchKey ({kind}) on '{key}': a proxy or ingress answered, not the archive"
+    )
+
+
 def _classify(exc: Exception, key: str) -> Exception:  # noqa: PLR0911 - one flat table of cases
     """Translate a botocore exception into a walbucket error or the internal _Transient marker."""
     if isinstance(exc, ClientError):
         code, status = _code(exc)
         if code in _TRANSIENT or (status >= 500 and code not in _NOT_IMPLEMENTED):
             return _Transient(f"{code} on '{key}'")
+        if code in _BARE_404:
+            return _foreign_404(exc, key)
         if code in {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
             return StoreError(
-                f"access denied ({code}) on '{key}'",
+                f"access denied ({_label(code, status, with_status=False)}) on '{key}'",
                 hint="check the credentials and that the policy grants this operation on the bucket and prefix",
             )
         if code == "NoSuchBucket":
             return StoreError(f"no such bucket for '{key}'", hint="check the 'bucket' and 'endpoint_url' settings")
-        return StoreError(f"{code} (HTTP {status}) on '{key}'")
+        return StoreError(f"{_label(code, status)} on '{key}'")
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return ConfigError(
             f"no usable AWS credentials: {exc}",
@@ -160,16 +188,31 @@ class S3Store:
                 hint="the endpoint is down, unreachable or throttling; raise retry_budget to wait longer",
             ) from exc
 
-    def _absent_is_none(self, key: str, fn: Callable[[], T]) -> T | None:
+    def _absent_is_none(self, key: str, fn: Callable[[], T], *, bodiless: bool = False) -> T | None:
+        """Run ``fn``; None only when the store says NoSuchKey (``bodiless``: a HEAD, whose 404 a GET confirms)."""
+
         def request() -> T | None:
             try:
                 return fn()
             except ClientError as exc:
-                if _code(exc)[0] in _ABSENT:
+                code = _code(exc)[0]
+                if code == _NO_SUCH_KEY:
+                    return None
+                if bodiless and code in _BARE_404 and self._confirmed_absent(key):
                     return None
                 raise
 
         return self._call(key, request)
+
+    def _confirmed_absent(self, key: str) -> bool:
+        """Ask for one byte of ``key``: True only when the store answers with its own NoSuchKey."""
+        try:
+            self._client.get_object(Bucket=self._bucket, Key=key, Range="bytes=0-0")["Body"].read()
+        except ClientError as exc:
+            if _code(exc)[0] == _NO_SUCH_KEY:
+                return True
+            raise
+        raise _Transient(f"HEAD answered 404 for '{key}' but GET finds the object")
 
     def read(self, key: str) -> StoredObject | None:
         def request() -> StoredObject:
@@ -184,7 +227,7 @@ class S3Store:
             response = self._client.head_object(Bucket=self._bucket, Key=key)
             return ObjectInfo(key, int(response["ContentLength"]), dict(response.get("Metadata", {})))
 
-        return self._absent_is_none(key, request)
+        return self._absent_is_none(key, request, bodiless=True)
 
     def tags(self, key: str) -> dict[str, str] | None:
         def request() -> dict[str, str]:
@@ -250,11 +293,14 @@ class S3Store:
         def request() -> bool:
             try:
                 if len(body) > self._threshold:
-                    self._multipart(key, body, common, condition)
+                    response = self._multipart(key, body, common, condition)
+                    self._prove(key, body, metadata, response, sent=None)
                 else:
-                    self._client.put_object(
-                        Body=body, ChecksumSHA256=_b64sha256(body), **common, **condition, **self._put_extra
+                    sent = _b64sha256(body)
+                    response = self._client.put_object(
+                        Body=body, ChecksumSHA256=sent, **common, **condition, **self._put_extra
                     )
+                    self._prove(key, body, metadata, response, sent=sent)
                 return True
             except ClientError as exc:
                 code, _status = _code(exc)
@@ -270,7 +316,37 @@ class S3Store:
 
         return self._call(key, request)
 
-    def _multipart(self, key: str, body: bytes, common: dict[str, Any], condition: dict[str, str]) -> None:
+    def _prove(
+        self, key: str, body: bytes, metadata: Mapping[str, str], response: Mapping[str, Any], *, sent: str | None
+    ) -> None:
+        """Return only when the answer to an upload proves that the store holds ``body`` under ``key``.
+
+        A store or middlebox that answers 200 without storing must not make PostgreSQL recycle the file. Cheapest
+        proof first: the echoed SHA-256 (no work, no request); the ETag as the MD5 of a single-part upload (one hash
+        of the compressed body); one HEAD. Failing all three is retried as a transient failure: the next attempt
+        either stores the bytes or meets what is stored (412) and is compared by the caller.
+        """
+        echoed = response.get("ChecksumSHA256")
+        if sent is not None and echoed:
+            if echoed == sent:
+                return
+            raise _Transient(f"the store echoed another SHA-256 checksum than the one sent for '{key}'")
+        etag = str(response.get("ETag") or "").strip('"')
+        if sent is not None and etag and etag == hashlib.md5(body, usedforsecurity=False).hexdigest():
+            return
+        try:
+            stored = self._client.head_object(Bucket=self._bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc)[1] == 404:
+                raise _Transient(
+                    f"the store answered the upload of '{key}' with success but does not hold the object"
+                ) from exc
+            raise
+        held = dict(stored.get("Metadata", {}))
+        if int(stored.get("ContentLength", -1)) != len(body) or held.get(META_SHA256) != metadata.get(META_SHA256):
+            raise _Transient(f"the store answered the upload of '{key}' with success but does not hold its bytes")
+
+    def _multipart(self, key: str, body: bytes, common: dict[str, Any], condition: dict[str, str]) -> Mapping[str, Any]:
         upload = self._client.create_multipart_upload(ChecksumAlgorithm="SHA256", **common, **self._put_extra)
         upload_id = upload["UploadId"]
         try:
@@ -284,8 +360,10 @@ class S3Store:
                     Body=bytes(chunk), ChecksumSHA256=checksum,
                 )  # fmt: skip
                 parts.append({"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum})
-            self._client.complete_multipart_upload(
-                Bucket=self._bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **condition
+            return dict(
+                self._client.complete_multipart_upload(
+                    Bucket=self._bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **condition
+                )
             )
         except BaseException:
             try:
