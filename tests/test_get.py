@@ -7,6 +7,7 @@ import logging
 import os
 import struct
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -288,12 +289,42 @@ def test_an_object_without_walbuckets_metadata_is_an_integrity_error(
     assert_nothing_written(dest_dir)
 
 
+def _copied_without_its_name(store: MemoryStore, source_key: str, key: str) -> None:
+    """Store ``source_key``'s object under ``key`` without the WAL name in its metadata (as older versions wrote)."""
+    entry = store.objects[source_key]
+    store.objects[key] = replace(entry, metadata={k: v for k, v in entry.metadata.items() if k != "walbucket-name"})
+
+
 def test_an_object_holding_another_segment_is_an_integrity_error(store: MemoryStore, src: Path, dest_dir: Path) -> None:
     archive_segment(store, src, "000000010000000000000002")
-    store.objects[FIRST_KEY] = store.objects["pg/wal/0000000100000000/000000010000000000000002"]
+    _copied_without_its_name(store, "pg/wal/0000000100000000/000000010000000000000002", FIRST_KEY)
     with pytest.raises(IntegrityError) as caught:
         get(FIRST, dest_dir / FIRST, store, LAYOUT, data_dir=None)
     assert caught.value.message == f"the object for WAL file '{FIRST}' holds another segment's data"
+    assert_nothing_written(dest_dir)
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "other", "other_key"),
+    [
+        (FIRST, FIRST_KEY, "000000010000000000000002", "pg/wal/0000000100000000/000000010000000000000002"),
+        (HISTORY, HISTORY_KEY, "00000003.history", "pg/history/00000003.history"),
+    ],
+)
+def test_an_answer_that_is_another_objects_is_refused_by_the_name_in_its_metadata(
+    store: MemoryStore, src: Path, dest_dir: Path, name: str, key: str, other: str, other_key: str
+) -> None:
+    """A proxy or cache that answers with another object's response: a history file has no header to tell."""
+    data = segment_bytes(other) if other.endswith("2") else history_file(3, parent=2)
+    archive(store, src, other, data)
+    store.objects[key] = store.objects[other_key]
+    with pytest.raises(IntegrityError) as caught:
+        get(name, dest_dir / name, store, LAYOUT, data_dir=None)
+    assert caught.value.message == f"the answer for '{key}' is the object of WAL file '{other}'"
+    assert caught.value.hint == (
+        "a proxy or cache between walbucket and the store mixes up objects; restore stopped so that recovery does "
+        "not replay the wrong WAL"
+    )
     assert_nothing_written(dest_dir)
 
 
@@ -507,7 +538,7 @@ def test_an_object_holding_the_wrong_data_is_refused_after_one_read(
 ) -> None:
     # its checksum matches: reading it again would return the same wrong bytes
     archive_segment(store, src, "000000010000000000000002")
-    store.objects[FIRST_KEY] = store.objects["pg/wal/0000000100000000/000000010000000000000002"]
+    _copied_without_its_name(store, "pg/wal/0000000100000000/000000010000000000000002", FIRST_KEY)
     with pytest.raises(IntegrityError, match="holds another segment's data"):
         get(FIRST, dest_dir / FIRST, store, LAYOUT, data_dir=None)
     assert store.requests == [("read", FIRST_KEY)]

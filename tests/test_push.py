@@ -105,6 +105,7 @@ def test_uploaded_object_has_its_checksum_metadata_and_tags(store: MemoryStore, 
         "walbucket-size": str(SEG),
         "walbucket-codec": "zstd",
         "walbucket-system-id": str(SYSTEM_ID),
+        "walbucket-name": FIRST,
     }
     assert entry.tags == {
         "walbucket-kind": "segment",
