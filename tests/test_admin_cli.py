@@ -165,14 +165,15 @@ def test_check_of_a_working_setup(store: S3Store, tmp_path: Path, wb_env: dict[s
     code, doc, stderr = run_json(["check", "--pgdata", str(pgdata)], wb_env)
     assert code == 0, stderr
     assert {item["name"]: item["status"] for item in doc["items"]} == {
-        "settings": "OK", "credentials": "OK", "bucket reachable": "OK", "write with tags (s3:PutObject)": "OK",
+        "settings": "OK", "credentials": "OK", "bucket reachable": "OK", "tags on upload": "OK",
+        "checksum header": "OK", "conditional multipart completion": "OK", "write with tags (s3:PutObject)": "OK",
         "read (s3:GetObject)": "OK", "head (s3:GetObject)": "OK", "list (s3:ListBucket)": "OK",
         "read tags (s3:GetObjectTagging)": "OK", "conditional writes": "OK", "archive identity": "OK",
         "local cluster": "OK", "archiving": "SKIP",
     }  # fmt: skip
     assert doc["items"][1]["detail"] == "found (env)"
     assert [k for k in bucket_keys() if k.startswith("test/probe/check-")], "the probe object is left in place"
-    assert "walbucket check: all 12 checks passed or were skipped" in stderr
+    assert "walbucket check: all 15 checks passed or were skipped" in stderr
 
     text = run_walbucket(["check", "--pgdata", str(pgdata)], wb_env)
     assert "OK    conditional writes" in text.stdout and "SKIP  archiving" in text.stdout
@@ -187,7 +188,7 @@ def test_check_fails_for_another_cluster_and_without_credentials(
     assert result.returncode == 11
     assert "FAIL  local cluster" in result.stdout and f"system id {OTHER_SYSTEM_ID} differs" in result.stdout
     assert "HINT: each cluster needs its own bucket or prefix" in result.stdout
-    assert "walbucket check: 1 of 12 checks failed" in result.stderr
+    assert "walbucket check: 1 of 15 checks failed" in result.stderr
 
     no_keys = {k: v for k, v in wb_env.items() if not k.startswith("AWS_")} | {
         "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),

@@ -59,6 +59,13 @@ def test_a_working_setup_passes_every_check(tmp_path: Path) -> None:
         ("settings", "OK", "bucket 'b'"),
         ("credentials", "OK", "found (env)"),
         ("bucket reachable", "OK", "listed 'p/history/': 0 history files"),
+        ("tags on upload", "OK", "object tags are accepted"),
+        (
+            "checksum header",
+            "OK",
+            "x-amz-checksum-sha256 accepted: a body damaged in transit can be refused by the store",
+        ),
+        ("conditional multipart completion", "OK", "a second completion of one key is refused (If-None-Match)"),
         ("write with tags (s3:PutObject)", "OK", f"created '{PROBE}' with tags"),
         ("read (s3:GetObject)", "OK", "body and metadata read back"),
         ("head (s3:GetObject)", "OK", "size and metadata"),
@@ -122,7 +129,7 @@ def test_a_refused_write_fails_and_skips_what_needs_the_probe_but_not_the_rest(t
                                                         "check the policy")  # fmt: skip
     assert {items[name].status for name in ("read (s3:GetObject)", "head (s3:GetObject)", "list (s3:ListBucket)",
                                             "read tags (s3:GetObjectTagging)")} == {"SKIP"}  # fmt: skip
-    assert len(report.items) == 12
+    assert len(report.items) == 15
     assert items["conditional writes"].status == "FAIL"
     assert items["archive identity"].status == "OK" and items["local cluster"].status == "OK"
     assert [item.name for item in report.failed] == ["write with tags (s3:PutObject)", "conditional writes"]

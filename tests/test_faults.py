@@ -184,7 +184,7 @@ def standby(tmp_path: Path, env: dict[str, str], archive: Archive) -> Site:
 
 def stop_workers(spool_dir: Path) -> None:
     """SIGTERM each worker whose PID is in a lock file of ``spool_dir`` (checked in /proc first) and wait for it."""
-    for lock in sorted(spool_dir.glob("*/worker.lock")):
+    for lock in sorted(spool_dir.glob("*/worker*.lock")):
         try:
             pid = int(lock.read_text().split()[0])
         except (OSError, ValueError, IndexError):

@@ -33,7 +33,7 @@ from botocore.exceptions import (
 from walbucket.errors import ConditionalWritesUnsupported, ConfigError, DamagedDownload, StoreError, StoreUnavailable
 from walbucket.settings import load_settings
 from walbucket.store.factory import open_store
-from walbucket.store.protocol import ObjectInfo, StoredObject
+from walbucket.store.protocol import ObjectInfo, StoredObject, StoreFeatures
 from walbucket.store.s3 import S3Store, retry_policy
 
 KEY = "pg/wal/0000000100000000/000000010000000000000001"
@@ -645,3 +645,76 @@ def test_an_unproven_upload_retried_into_the_objects_412_is_false() -> None:
                         head_object=client_error("404", 404, "HeadObject"))  # fmt: skip
     store, _ = store_on(client)
     assert store.create(KEY, b"body", {"walbucket-sha256": "abc"}, {}) is False
+
+
+# --- what uploads carry: StoreFeatures, and probing them --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("features", "sent", "absent"),
+    [
+        (StoreFeatures(), {"ChecksumSHA256": sha(b"body"), "Tagging": "t=1"}, ["ContentMD5"]),
+        (StoreFeatures(tags=False), {"ChecksumSHA256": sha(b"body")}, ["Tagging", "ContentMD5"]),
+        (StoreFeatures(checksum="md5"), {"ContentMD5": base64.b64encode(hashlib.md5(b"body").digest()).decode()},
+         ["ChecksumSHA256"]),
+        (StoreFeatures(checksum="none", tags=False), {}, ["ChecksumSHA256", "ContentMD5", "Tagging"]),
+    ],
+)  # fmt: skip
+def test_uploads_carry_the_tags_and_checksum_header_the_features_say(
+    features: StoreFeatures, sent: dict[str, str], absent: list[str]
+) -> None:
+    client = FakeClient(put_object={"ETag": f'"{hashlib.md5(b"body").hexdigest()}"'})
+    store, _ = store_on(client)
+    assert store.with_features(features).create(KEY, b"body", {}, {"t": "1"}) is True
+    kwargs = client.calls[0][1]
+    assert sent.items() <= kwargs.items()
+    assert not set(absent) & set(kwargs)
+
+
+def test_where_multipart_completion_ignores_the_condition_a_large_create_goes_as_one_conditional_put() -> None:
+    client = FakeClient(put_object=echo)
+    store, _ = store_on(client, multipart_threshold=5 * MIB, multipart_chunk_size=5 * MIB)
+    body = b"\0" * (12 * MIB)
+    assert store.with_features(StoreFeatures(conditional_multipart=False)).create(KEY, body, {}, {}) is True
+    assert client.ops() == ["put_object"]
+    assert client.calls[0][1]["IfNoneMatch"] == "*"
+
+
+def test_an_unconditional_large_put_still_goes_in_parts_where_completion_ignores_conditions() -> None:
+    client = multipart_client(head=held(12 * MIB))
+    store, _ = store_on(client, multipart_threshold=5 * MIB, multipart_chunk_size=5 * MIB)
+    store.with_features(StoreFeatures(conditional_multipart=False)).put(KEY, b"\0" * (12 * MIB), {}, {})
+    assert client.ops()[0] == "create_multipart_upload"
+
+
+def _probe_client(put_object: list[Outcome], complete: list[Outcome]) -> FakeClient:
+    return FakeClient(
+        put_object=put_object, create_multipart_upload={"UploadId": "u1"}, upload_part={"ETag": '"p"'},
+        complete_multipart_upload=complete, abort_multipart_upload={},
+    )  # fmt: skip
+
+
+def test_the_probe_finds_a_store_that_honours_everything() -> None:
+    client = _probe_client([{}], [{}, client_error("PreconditionFailed", 412, "CompleteMultipartUpload")])
+    store, _ = store_on(client)
+    assert store.probe_features("p/probe/features") == StoreFeatures(tags=True, checksum="sha256")
+    puts = [kwargs for op, kwargs in client.calls if op == "put_object"]
+    assert [("ChecksumSHA256" in p, "Tagging" in p) for p in puts] == [(True, False), (True, True)]
+    assert all(kwargs["IfNoneMatch"] == "*" for op, kwargs in client.calls if op == "complete_multipart_upload")
+
+
+def test_the_probe_falls_back_from_refused_headers_and_finds_ignored_multipart_conditions() -> None:
+    """Backblaze B2 and RGW Pacific at once: SHA-256 header and tags refused, a second completion overwrites."""
+    refused = client_error("InvalidArgument", 400)
+    client = _probe_client([refused, {}, client_error("NotImplemented", 501)], [{}, {}])
+    store, _ = store_on(client)
+    assert store.probe_features("p/probe/features") == StoreFeatures(False, "md5", conditional_multipart=False)
+    puts = [kwargs for op, kwargs in client.calls if op == "put_object"]
+    assert ["ChecksumSHA256" in puts[0], "ContentMD5" in puts[1], "Tagging" in puts[2]] == [True, True, True]
+
+
+def test_a_probe_refused_for_lack_of_permission_is_an_error_not_a_missing_feature() -> None:
+    client = _probe_client([{}, client_error("AccessDenied", 403)], [{}])
+    store, _ = store_on(client)
+    with pytest.raises(StoreError, match=r"^access denied \(AccessDenied\)"):
+        store.probe_features("p/probe/features")

@@ -32,6 +32,8 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "retry_budget": ("2.5", 2.5),
     "timeout": ("10", 10.0),
     "conditional_writes": ("required", "required"),
+    "object_tags": ("off", "off"),
+    "upload_checksum": ("md5", "md5"),
     "multipart_threshold": ("128MiB", 128 * MIB),
     "multipart_chunk_size": ("8M", 8 * MIB),
     "restore_partial": ("true", True),
@@ -347,3 +349,19 @@ def test_settings_are_frozen() -> None:
 @pytest.mark.parametrize("exit_attr", ["exit_code", "get_exit_code"])
 def test_config_error_exit_codes(exit_attr: str) -> None:
     assert getattr(ConfigError, exit_attr) == {"exit_code": 3, "get_exit_code": 203}[exit_attr]
+
+
+@pytest.mark.parametrize(
+    ("file_doc", "env", "region"),
+    [
+        ({}, {"AWS_REGION": "eu-west-2"}, "eu-west-2"),  # boto3 ignores AWS_REGION; the newer SDKs read it first
+        ({}, {"AWS_REGION": "eu-west-2", "WALBUCKET_REGION": "eu-north-1"}, "eu-north-1"),
+        ({"region": "ap-south-1"}, {"AWS_REGION": "eu-west-2"}, "ap-south-1"),
+        ({}, {"AWS_REGION": " "}, None),
+        ({}, {}, None),  # boto3 decides: AWS_DEFAULT_REGION, the profile's region
+    ],
+)
+def test_the_region_setting_wins_over_aws_region_which_wins_over_botos_own_chain(
+    file_doc: dict[str, str], env: dict[str, str], region: str | None
+) -> None:
+    assert load_settings(file_doc, {**BUCKET, **env}).region == region

@@ -62,6 +62,17 @@ rule hits is handled by that rule first; the attribute faults above then apply o
 answer (``reset_request``, ``stored_then_reset``, ``drop_connections``), the status line's code when an answer was cut
 short (``reset_response``, ``short_body``).
 
+Emulations of stores that cannot run here (``proxy.emulation = EMULATIONS["r2"]``): the proxy refuses or ignores
+the headers that store's documentation says it refuses or ignores, in front of moto. They are emulations of the
+documentation (docs/providers.md gives each source), not of the stores themselves:
+
+- ``r2`` (Cloudflare R2): refuses ``x-amz-tagging`` (501 NotImplemented).
+- ``b2`` (Backblaze B2): refuses ``x-amz-tagging`` and ``x-amz-checksum-sha256`` (400 InvalidArgument).
+- ``gcs`` (Google Cloud Storage, XML API): ignores ``x-amz-checksum-sha256`` and ``If-None-Match`` (its own
+  precondition is ``x-goog-if-generation-match``).
+- ``garage`` (Garage 2.0): refuses ``x-amz-tagging`` (501), ignores ``If-None-Match``.
+- ``rgw-pacific`` (Ceph RGW before Squid): ignores ``If-None-Match`` on CompleteMultipartUpload.
+
 Standard library only. Only the threads this module started are ever stopped.
 """
 
@@ -84,7 +95,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-__all__ = ["FAULT_KINDS", "FaultProxy", "ProxiedRequest"]
+__all__ = ["EMULATIONS", "FAULT_KINDS", "Emulation", "FaultProxy", "ProxiedRequest"]
 
 _HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "expect",
@@ -119,6 +130,38 @@ _FORWARDING = {
     "other_object", "hold_before_forward", "hold_after_store",
 }  # fmt: skip
 FAULT_KINDS = frozenset({*_S3_ERRORS, *_FOREIGN, *_FORWARDING, "reset_request", "ok_without_storing"})
+
+
+@dataclass(frozen=True, slots=True)
+class Emulation:
+    """A store's documented refusals and omissions: headers it refuses (status, S3 code) and headers it ignores."""
+
+    name: str
+    refuses: tuple[tuple[str, int, str], ...] = ()  # (lower-case header, HTTP status, S3 error code)
+    ignores: tuple[tuple[str, str], ...] = ()  # (HTTP method or "*", lower-case header): dropped before forwarding
+
+    def refusal(self, headers: Any) -> tuple[int, bytes] | None:
+        for header, status, code in self.refuses:
+            if headers.get(header) is not None:
+                body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>Unsupported '
+                        f"header '{header}' received for this API call.</Message><RequestId>emulation</RequestId>"
+                        "</Error>").encode()  # fmt: skip
+                return status, body
+        return None
+
+    def drops(self, method: str, header: str) -> bool:
+        return any(m in ("*", method) and h == header for m, h in self.ignores)
+
+
+_TAGGING = "x-amz-tagging"
+_SHA256 = "x-amz-checksum-sha256"
+EMULATIONS = {
+    "r2": Emulation("r2", refuses=((_TAGGING, 501, "NotImplemented"),)),
+    "b2": Emulation("b2", refuses=((_TAGGING, 400, "InvalidArgument"), (_SHA256, 400, "InvalidArgument"))),
+    "gcs": Emulation("gcs", ignores=(("*", _SHA256), ("*", "if-none-match"))),
+    "garage": Emulation("garage", refuses=((_TAGGING, 501, "NotImplemented"),), ignores=(("*", "if-none-match"),)),
+    "rgw-pacific": Emulation("rgw-pacific", ignores=(("POST", "if-none-match"),)),
+}
 _POLL_INTERVAL = 0.05  # seconds: how long stop() may wait for the serving loop to notice (the default 0.5 adds up)
 _RESET_GRACE = 0.05  # seconds between the last bytes sent and an RST, so that they reach the client first
 
@@ -171,6 +214,7 @@ class FaultProxy:
         self.drop_connections = False
         self.emulate_checksums = False
         self.delay = 0.0
+        self.emulation: Emulation | None = None  # a store's documented refusals (EMULATIONS)
         self.received = 0  # requests that have arrived, answered or not
         self.atomic_conditional_writes = True
         self.requests: list[ProxiedRequest] = []
@@ -240,6 +284,7 @@ class FaultProxy:
         self.strip_if_none_match = self.reject_if_none_match = self.fail_all = False
         self.corrupt_get = self.drop_connections = self.emulate_checksums = False
         self.delay = 0.0
+        self.emulation = None
 
     def start(self) -> FaultProxy:
         proxy = self
@@ -354,8 +399,29 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length), False
 
+    def _refused_by_emulation(self) -> bool:
+        """Answer as the emulated store does to a header it refuses; True when it did."""
+        emulation = self.owner.emulation
+        refusal = emulation.refusal(self.headers) if emulation is not None else None
+        if refusal is None:
+            return False
+        self._read_body()
+        with self.owner._lock:
+            self.owner.received += 1
+        self._answer(*refusal)
+        return True
+
+    def _condition_dropped(self) -> bool:
+        """Whether If-None-Match is dropped before forwarding (strip_if_none_match, or the emulated store)."""
+        emulation = self.owner.emulation
+        return self.owner.strip_if_none_match or (
+            emulation is not None and emulation.drops(self.command, "if-none-match")
+        )
+
     def _proxy(self) -> None:
         owner = self.owner
+        if self._refused_by_emulation():
+            return
         fault = owner._take_fault(self.command, self.path)
         kind = fault.kind if fault is not None else None
         if kind == "reset_request":
@@ -386,21 +452,26 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path
         if fault is not None and fault.kind == "other_object" and fault.other_key:
             path = _replace_key(path, self.headers.get("Host", ""), fault.other_key)
-        if conditional and owner.atomic_conditional_writes and not owner.strip_if_none_match:
+        if conditional and owner.atomic_conditional_writes and not self._condition_dropped():
             with owner._conditional_lock:
                 status, headers, payload = self._forward(body, chunked, path)
         else:
             status, headers, payload = self._forward(body, chunked, path)
         if kind == "hold_after_store":
             owner._hold()
-        object_get = self.command == "GET" and status == 200 and "?" not in self.path and bool(payload)
-        if object_get and owner.emulate_checksums and self.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+        payload = self._as_s3_answers_a_get(status, headers, payload)
+        self._answer_forwarded(kind, status, headers, payload)
+
+    def _as_s3_answers_a_get(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> bytes:
+        """Add S3's checksum header to an object GET (emulate_checksums) and flip its bytes (corrupt_get)."""
+        owner = self.owner
+        if not (self.command == "GET" and status == 200 and "?" not in self.path and payload):
+            return payload
+        if owner.emulate_checksums and self.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
             digest = base64.b64encode(hashlib.sha256(payload).digest()).decode("ascii")
             headers.append(("x-amz-checksum-sha256", digest))
             headers.append(("x-amz-checksum-type", "FULL_OBJECT"))
-        if object_get and owner.corrupt_get:
-            payload = _flip(payload)
-        self._answer_forwarded(kind, status, headers, payload)
+        return _flip(payload) if owner.corrupt_get else payload
 
     def _answered_by_rule(self, fault: _Fault) -> bool:
         """Apply what ``fault`` does before forwarding; True when it answered instead of forwarding."""
@@ -463,9 +534,12 @@ class _Handler(BaseHTTPRequestHandler):
         conn = http.client.HTTPConnection(owner.upstream_host, owner.upstream_port, timeout=owner.timeout)
         try:
             conn.putrequest(self.command, path or self.path, skip_host=True, skip_accept_encoding=True)
+            emulation = owner.emulation
             for name, value in self.headers.items():
                 lower = name.lower()
                 if lower in _HOP_BY_HOP or (lower == "if-none-match" and owner.strip_if_none_match):
+                    continue
+                if emulation is not None and emulation.drops(self.command, lower):
                     continue
                 if lower == "host" and owner.rewrite_host:
                     conn.putheader(name, f"{owner.upstream_host}:{owner.upstream_port}")

@@ -135,11 +135,13 @@ def verify(
     progress: Progress | None = None,
     work_dir: Path,
     now: float | None = None,
+    tags: bool = True,
 ) -> VerifyReport:
     """Find gaps, timeline and history problems, orphan partials, and objects that disagree with the identity.
 
     With backup history files in the archive, also compare them with the bucket's lifecycle rules as of ``now``
-    (default: the current time): one more request.
+    (default: the current time): one more request. Without ``tags`` (a store that refuses them), objects are checked
+    by their metadata and key names alone.
     """
     found = survey(store, layout, jobs=jobs, progress=progress, work_dir=work_dir)
     cat = found.catalog
@@ -151,7 +153,7 @@ def verify(
     tally = Tally(progress, "downloading and checking" if deep else "checking metadata and tags", len(selected))
 
     def check(pair: tuple[WalName, ObjectInfo]) -> list[tuple[str, str, str]]:
-        problems = _check_object(store, layout, pair, found.identity, cat.seg_size, deep, memo, work_dir)
+        problems = _check_object(store, layout, pair, found.identity, cat.seg_size, deep, memo, work_dir, tags)
         tally.add()
         return problems
 
@@ -204,16 +206,19 @@ def _check_object(
     deep: bool,
     memo: IdentityMemo,
     work_dir: Path,
+    tags: bool,
 ) -> list[tuple[str, str, str]]:
     wal, info = pair
     if not deep:
         head = store.head(info.key)
         metadata = None if head is None else head.metadata
-        problems = object_problems(wal, metadata, None if head is None else store.tags(info.key), identity, seg_size)
+        found_tags = store.tags(info.key) if head is not None and tags else None
+        problems = object_problems(wal, metadata, found_tags, identity, seg_size)
         return [(wal.name, code, detail) for code, detail in problems]
     stored = store.read(info.key)
     metadata = None if stored is None else stored.info.metadata
-    problems = object_problems(wal, metadata, None if stored is None else store.tags(info.key), identity, seg_size)
+    found_tags = store.tags(info.key) if stored is not None and tags else None
+    problems = object_problems(wal, metadata, found_tags, identity, seg_size)
     if stored is not None and not any(code == "bad-metadata" for code, _ in problems):
         try:
             _verify_content(wal, stored, store, layout, memo, work_dir)

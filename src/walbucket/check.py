@@ -1,6 +1,7 @@
 """Check a setup before PostgreSQL relies on it: each thing push and get need, tried for real, as a checklist.
 
-Credentials, the bucket, every permission (write with tags, read, head, list, read tags) on a probe object
+Credentials, the bucket, what uploads may carry (tags, a checksum header) and whether a multipart upload's completion
+honours If-None-Match, every permission (write, read, head, list, read tags) on a probe object
 ``<prefix>/probe/check-<random>`` (left in place: walbucket needs no delete permission), whether the endpoint refuses
 a second create of one key, the archive identity against the local cluster, and, given a way to force a WAL switch,
 that the switched-out segment arrives in the archive. One item failing does not stop the others, except that
@@ -23,6 +24,7 @@ from .identity import ArchiveIdentity
 from .keylayout import TAG_KIND, KeyLayout
 from .push import load_identity
 from .store import Store
+from .store.protocol import StoreFeatures
 from .walheader import read_control_system_id
 from .walname import WalKind, parse_wal_name
 
@@ -90,6 +92,8 @@ def run_checks(
     credentials: Callable[[], str | None],
     conditional_mode: str,
     data_dir: Path,
+    tags_mode: str = "auto",
+    checksum_mode: str = "auto",
     switch_wal: Callable[[], str] | None = None,
     wait_timeout: float = 60.0,
     token: str | None = None,
@@ -102,13 +106,22 @@ def run_checks(
     key = layout.probe_key(f"check-{token or secrets.token_hex(8)}")
     body = f"walbucket check probe {key}\n".encode()
     check.run("bucket reachable", lambda: _reachable(store, layout.kind_prefix(WalKind.HISTORY)))
-    written = check.run("write with tags (s3:PutObject)", lambda: _write(store, key, body))
+    probed: list[StoreFeatures] = []
+    check.run("tags on upload", lambda: _probe_features(store, layout, tags_mode, probed))
+    features = _effective(probed[0], tags_mode, checksum_mode) if probed else StoreFeatures()
+    if probed:
+        check.add("checksum header", *_checksum(probed[0], checksum_mode))
+        check.add("conditional multipart completion", *_multipart(probed[0], conditional_mode))
+    store = store.with_features(features)
+    write_name = "write with tags (s3:PutObject)" if features.tags else "write (s3:PutObject)"
+    written = check.run(write_name, lambda: _write(store, key, body, features.tags))
     on_probe: list[tuple[str, Callable[[], _Result]]] = [
         ("read (s3:GetObject)", lambda: _read(store, key, body)),
         ("head (s3:GetObject)", lambda: _head(store, key, body)),
         ("list (s3:ListBucket)", lambda: _listed(store, key)),
-        ("read tags (s3:GetObjectTagging)", lambda: _tags(store, key)),
     ]
+    if features.tags:
+        on_probe.append(("read tags (s3:GetObjectTagging)", lambda: _tags(store, key)))
     for name, step in on_probe:
         if written:
             check.run(name, step)
@@ -144,10 +157,57 @@ def _reachable(store: Store, prefix: str) -> _Result:
     return "OK", f"listed '{prefix}': {found} history files"
 
 
-def _write(store: Store, key: str, body: bytes) -> _Result:
+def _probe_features(store: Store, layout: KeyLayout, tags_mode: str, out: list[StoreFeatures]) -> _Result:
+    features = store.probe_features(layout.probe_key("features"))
+    out.append(features)
+    if features.tags:
+        return "OK", "object tags are accepted"
+    detail = "refused: pushes send no tags; lifecycle rules filter by prefix, checks use metadata and key names"
+    if tags_mode == "on":
+        return "FAIL", detail, 'set object_tags = "auto" or "off" for this endpoint'
+    return "WARN", detail, "nothing to do: walbucket's safety does not depend on tags"
+
+
+def _effective(probed: StoreFeatures, tags_mode: str, checksum_mode: str) -> StoreFeatures:
+    tags = probed.tags if tags_mode == "auto" else tags_mode == "on"
+    checksum = probed.checksum if checksum_mode == "auto" else checksum_mode
+    return StoreFeatures(tags, checksum, probed.conditional_multipart)
+
+
+def _checksum(probed: StoreFeatures, mode: str) -> _Result:
+    if mode not in ("auto", probed.checksum) and _STRENGTH[mode] < _STRENGTH[probed.checksum]:
+        return "WARN", f'the endpoint takes {probed.checksum}, upload_checksum = "{mode}" sends {mode}'
+    if probed.checksum == "sha256":
+        return "OK", "x-amz-checksum-sha256 accepted: a body damaged in transit can be refused by the store"
+    if probed.checksum == "md5":
+        return (
+            "WARN",
+            "x-amz-checksum-sha256 refused, Content-MD5 accepted: pushes send Content-MD5",
+            ("nothing to do: the store still refuses a body damaged in transit, and get verifies SHA-256"),
+        )
+    return (
+        "WARN",
+        "no checksum header accepted: a body damaged in transit is found only when get verifies it",
+        ("an Object Lock bucket needs Content-MD5 or a checksum header on every PUT"),
+    )
+
+
+_STRENGTH = {"none": 0, "md5": 1, "sha256": 2}
+
+
+def _multipart(probed: StoreFeatures, mode: str) -> _Result:
+    if probed.conditional_multipart:
+        return "OK", "a second completion of one key is refused (If-None-Match)"
+    detail = "ignored: uploads above multipart_threshold go as one conditional PUT (up to 5 GiB) instead"
+    if mode == "off":
+        return "WARN", detail
+    return "WARN", detail, "nothing to do: PostgreSQL's largest segment (1 GiB) fits one PUT"
+
+
+def _write(store: Store, key: str, body: bytes, tags: bool) -> _Result:
     if not store.create(key, body, _PROBE_META, _PROBE_TAGS):
         return "FAIL", f"'{key}' already exists"
-    return "OK", f"created '{key}' with tags"
+    return "OK", f"created '{key}' with tags" if tags else f"created '{key}'"
 
 
 def _read(store: Store, key: str, body: bytes) -> _Result:

@@ -176,16 +176,22 @@ def _mib(size: int) -> str:
 def _push_options(settings: Settings, store: Store) -> PushOptions:
     from functools import partial
 
-    from .conditional import conditional_writes_usable, remember_unsupported
+    from .conditional import conditional_writes_usable, remember_unsupported, upload_features
     from .keylayout import KeyLayout
     from .push import PushOptions
 
     state_dir = Path(settings.state_dir) if settings.state_dir else None
     endpoint = _endpoint_id(settings)
     mode = settings.conditional_writes
-    conditional = conditional_writes_usable(mode, store, KeyLayout(settings.prefix), endpoint, state_dir)
+    layout = KeyLayout(settings.prefix)
+    # what an upload carries first: the conditional-write probe itself is an upload
+    features = upload_features(
+        settings.object_tags, settings.upload_checksum, mode != "off", store, layout, endpoint, state_dir
+    )
+    store = store.with_features(features)
+    conditional = conditional_writes_usable(mode, store, layout, endpoint, state_dir)
     fallback = partial(remember_unsupported, endpoint, state_dir) if mode == "auto" else None
-    return PushOptions(settings.compression, settings.level, conditional, fallback)
+    return PushOptions(settings.compression, settings.level, conditional, fallback, features)
 
 
 def _spool(settings: Settings, fingerprint: str) -> Spool:
@@ -236,6 +242,8 @@ def _push(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     store = open_store(settings)
     options = _push_options(settings, store)
     layout = KeyLayout(settings.prefix)
+    if options.features is not None:
+        store = store.with_features(options.features)
     outcome = archive(prepared, store, layout, options.conditional, Path.cwd(), fallback=options.fallback)
     if isinstance(outcome, Uploaded):
         return f"archived {_mib(outcome.size)} as {_mib(outcome.stored_size)} {outcome.codec}", 0

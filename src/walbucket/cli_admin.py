@@ -159,6 +159,18 @@ def _show(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     return line + f"{size(summary.stored_bytes)} stored", 0
 
 
+def _tags_expected(settings: Settings) -> bool:
+    """Whether objects carry tags: ``object_tags``, or for ``auto`` what the last probe of the endpoint found."""
+    if settings.object_tags != "auto":
+        return settings.object_tags == "on"
+    from .cli import _endpoint_id
+    from .conditional import remembered_features
+
+    state_dir = Path(settings.state_dir) if settings.state_dir else None
+    probed = remembered_features(_endpoint_id(settings), state_dir)
+    return probed is None or probed.tags
+
+
 def _verify(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     from .audit import DEEP_JOBS, verify
     from .keylayout import KeyLayout
@@ -171,6 +183,7 @@ def _verify(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
         report = verify(
             store, KeyLayout(settings.prefix), deep=args.deep, jobs=args.jobs or DEFAULT_JOBS,
             deep_jobs=args.jobs or DEEP_JOBS, progress=progress, work_dir=_work_dir(), now=time.time(),
+            tags=_tags_expected(settings),
         )  # fmt: skip
     _emit(args, settings, report.to_json(), render_verify(report, _where(settings)))
     errors, warnings = len(report.errors), len(report.warnings)
@@ -200,6 +213,7 @@ def _check(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     report = run_checks(
         store, KeyLayout(settings.prefix), settings_detail=detail, credentials=lambda: credential_source(settings),
         conditional_mode=settings.conditional_writes, data_dir=pgdata, switch_wal=switch, wait_timeout=args.timeout,
+        tags_mode=settings.object_tags, checksum_mode=settings.upload_checksum,
     )  # fmt: skip
     _emit(args, settings, report.to_json(), render_check(report, _where(settings)))
     failed = len(report.failed)

@@ -1,27 +1,43 @@
-"""Decide whether pushes may rely on conditional writes (If-None-Match: *), probing the endpoint once.
+"""Decide how pushes write to an endpoint, probing it once: conditional writes, tags, checksum headers, multipart.
 
 An endpoint that ignores If-None-Match silently overwrites, which is exactly the failure walbucket exists to
 prevent, so ``auto`` never trusts an endpoint it has not seen refuse a second create of the same key. The answer is
 remembered per endpoint and bucket in ``<state_dir>/conditional-writes.json``. An endpoint remembered as honouring
 conditional writes that later rejects one (HTTP 501) is remembered as not honouring them (:func:`remember_unsupported`).
+
+The rest of what an upload carries is probed the same way, once per endpoint, and remembered in
+``<state_dir>/store-features.json`` (:func:`upload_features`): whether it takes object tags, which checksum header
+(SHA-256, Content-MD5 or none), and whether it honours If-None-Match when a multipart upload completes. Explicit
+settings (``object_tags``, ``upload_checksum``) win over the probe.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 
 from .errors import ConditionalWritesUnsupported
 from .fsutil import write_file_atomically
 from .keylayout import TAG_KIND, KeyLayout
 from .store import Store
+from .store.protocol import CHECKSUMS, StoreFeatures
 
-__all__ = ["PROBE_BODY", "conditional_writes_usable", "probe_conditional_writes", "remember_unsupported"]
+__all__ = [
+    "PROBE_BODY",
+    "conditional_writes_usable",
+    "probe_conditional_writes",
+    "remember_unsupported",
+    "remembered_features",
+    "upload_features",
+]
 
 log = logging.getLogger("walbucket")
 PROBE_BODY = b"walbucket conditional-write probe: safe to keep, never read\n"
 _CACHE_NAME = "conditional-writes.json"
+_FEATURES_NAME = "store-features.json"
 
 
 def probe_conditional_writes(store: Store, layout: KeyLayout) -> bool:
@@ -48,7 +64,7 @@ def conditional_writes_usable(
         supported = probe_conditional_writes(store, layout)
         log.info("endpoint %s %s conditional writes", endpoint_id, "honours" if supported else "ignores")
         cache[endpoint_id] = supported
-        _save(state_dir, cache)
+        _save(state_dir, _CACHE_NAME, cache)
     if not supported and mode == "required":
         raise ConditionalWritesUnsupported(
             f"endpoint '{endpoint_id}' does not honour conditional writes (If-None-Match)",
@@ -65,24 +81,82 @@ def remember_unsupported(endpoint_id: str, state_dir: Path | None) -> None:
     log.info("endpoint %s rejected a conditional write; remembered as not honouring them", endpoint_id)
     cache = _load(state_dir)
     cache[endpoint_id] = False
-    _save(state_dir, cache)
+    _save(state_dir, _CACHE_NAME, cache)
 
 
-def _load(state_dir: Path | None) -> dict[str, bool]:
+def upload_features(
+    tags: str,
+    checksum: str,
+    conditional: bool,
+    store: Store,
+    layout: KeyLayout,
+    endpoint_id: str,
+    state_dir: Path | None,
+) -> StoreFeatures:
+    """Return how uploads are written: ``tags`` (auto | on | off) and ``checksum`` (auto | sha256 | md5 | none) as
+    set, else as probed; whether multipart completion honours If-None-Match matters only with ``conditional``."""
+    if tags != "auto" and checksum != "auto" and not conditional:
+        return StoreFeatures(tags == "on", checksum, conditional_multipart=True)
+    cache = _load_features(state_dir)
+    probed = cache.get(endpoint_id)
+    if probed is None:
+        probed = store.probe_features(layout.probe_key("features"))
+        log.info(
+            "endpoint %s: tags %s, checksum header %s, conditional multipart completion %s", endpoint_id,
+            "accepted" if probed.tags else "refused", probed.checksum,
+            "honoured" if probed.conditional_multipart else "ignored",
+        )  # fmt: skip
+        cache[endpoint_id] = probed
+        _save(state_dir, _FEATURES_NAME, {k: asdict(v) for k, v in cache.items()})
+    return StoreFeatures(
+        probed.tags if tags == "auto" else tags == "on",
+        probed.checksum if checksum == "auto" else checksum,
+        probed.conditional_multipart,
+    )
+
+
+def remembered_features(endpoint_id: str, state_dir: Path | None) -> StoreFeatures | None:
+    """What the last probe found for this endpoint, or None when it was never probed."""
+    return _load_features(state_dir).get(endpoint_id)
+
+
+def _load_features(state_dir: Path | None) -> dict[str, StoreFeatures]:
+    features: dict[str, StoreFeatures] = {}
+    for endpoint, value in _read(state_dir, _FEATURES_NAME).items():
+        if not isinstance(value, dict):
+            continue
+        try:
+            found = StoreFeatures(**value)
+        except TypeError:
+            continue  # written by another version: probe again
+        if (
+            isinstance(found.tags, bool)
+            and found.checksum in CHECKSUMS
+            and isinstance(found.conditional_multipart, bool)
+        ):
+            features[endpoint] = found
+    return features
+
+
+def _read(state_dir: Path | None, name: str) -> dict[str, object]:
     if state_dir is None:
         return {}
     try:
-        raw = json.loads((state_dir / _CACHE_NAME).read_text())
+        raw = json.loads((state_dir / name).read_text())
     except (OSError, ValueError):
         return {}
-    return {k: v for k, v in raw.items() if isinstance(v, bool)} if isinstance(raw, dict) else {}
+    return raw if isinstance(raw, dict) else {}
 
 
-def _save(state_dir: Path | None, cache: dict[str, bool]) -> None:
+def _load(state_dir: Path | None) -> dict[str, bool]:
+    return {k: v for k, v in _read(state_dir, _CACHE_NAME).items() if isinstance(v, bool)}
+
+
+def _save(state_dir: Path | None, name: str, cache: Mapping[str, object]) -> None:
     if state_dir is None:
         return
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_file_atomically(state_dir / _CACHE_NAME, json.dumps(cache, sort_keys=True).encode())
+        write_file_atomically(state_dir / name, json.dumps(cache, sort_keys=True).encode())
     except OSError as exc:  # a cache that cannot be written only costs a probe next time
-        log.debug("cannot remember conditional-write support in %s: %s", state_dir, exc)
+        log.debug("cannot remember what the endpoint supports in %s: %s", state_dir, exc)

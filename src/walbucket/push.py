@@ -22,6 +22,7 @@ from .errors import (
 from .identity import ArchiveIdentity, decode_identity, encode_identity, identity_conflict
 from .keylayout import META_SHA256, TAG_KIND, KeyLayout, object_metadata, object_tags
 from .store import ObjectInfo, Store
+from .store.protocol import StoreFeatures
 from .walheader import LONG_HEADER_SIZE, HeaderError, WalHeader, parse_long_header, read_control_system_id
 from .walname import WalName, parse_wal_name, segments_per_log
 
@@ -50,6 +51,7 @@ class PushOptions:
     conditional: bool = True  # False: HEAD-then-PUT, for endpoints that ignore If-None-Match
     # conditional_writes = "auto": called when the endpoint rejects If-None-Match after all; push then falls back
     fallback: Callable[[], None] | None = None
+    features: StoreFeatures | None = None  # how uploads are written (tags, checksum header, multipart); None: as is
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,8 @@ def push(
 ) -> Uploaded | AlreadyArchived:
     """Archive one WAL file so PostgreSQL may recycle it: :func:`prepare` then :func:`archive`."""
     prepared = prepare(path, options.codec, options.level)
+    if options.features is not None:
+        store = store.with_features(options.features)
     return archive(prepared, store, layout, options.conditional, data_dir, memo, options.fallback)
 
 

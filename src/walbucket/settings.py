@@ -47,6 +47,8 @@ class Settings:
     retry_budget: float = 60.0
     timeout: float = 30.0
     conditional_writes: str = "auto"  # auto | required | off
+    object_tags: str = "auto"  # auto | on | off
+    upload_checksum: str = "auto"  # auto | sha256 | md5 | none
     multipart_threshold: int = 64 << 20
     multipart_chunk_size: int = 16 << 20
     restore_partial: bool = False
@@ -175,6 +177,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "retry_budget": _seconds,
     "timeout": _seconds,
     "conditional_writes": _choice("auto", "required", "off"),
+    "object_tags": _choice("auto", "on", "off"),
+    "upload_checksum": _choice("auto", "sha256", "md5", "none"),
     "multipart_threshold": _size,
     "multipart_chunk_size": _size,
     "restore_partial": _bool,
@@ -219,6 +223,8 @@ def load_settings(file_doc: Mapping[str, Any], env: Mapping[str, str], config_na
             "missing setting 'bucket'",
             hint=f"set {setting_env_name('bucket')} or 'bucket' in the file named by --config or {CONFIG_ENV}",
         )
+    if "region" not in values and env.get("AWS_REGION", "").strip():  # the newer AWS SDKs' name; boto3 ignores it
+        values["region"] = env["AWS_REGION"].strip()
     if "state_dir" not in values and env.get("HOME"):
         values["state_dir"] = str(Path(env["HOME"]) / ".cache" / "walbucket")
     if "spool_dir" not in values and "state_dir" in values:

@@ -25,13 +25,17 @@ def open_store(settings: Settings) -> Store:
         read_timeout=settings.timeout,
         max_pool_connections=32,
         user_agent_extra="walbucket",
+        # walbucket sends its own SHA-256 with every upload. botocore's default would add a CRC32 of its own, over
+        # https in an aws-chunked trailer, which stores without trailer support (Ceph RGW before Squid) refuse with
+        # 411 MissingContentLength.
+        request_checksum_calculation="when_required",
     )
     try:
         session = boto3.session.Session(profile_name=settings.profile)
         client = session.client(
             "s3",
             endpoint_url=settings.endpoint_url,
-            verify=settings.ca_bundle if settings.ca_bundle else settings.verify_tls,
+            verify=_verify(settings),
             config=config,
         )
     except BotoCoreError as exc:
@@ -46,6 +50,14 @@ def open_store(settings: Settings) -> Store:
         multipart_threshold=settings.multipart_threshold,
         multipart_chunk_size=settings.multipart_chunk_size,
     )
+
+
+def _verify(settings: Settings) -> str | bool | None:
+    """TLS verification: ``ca_bundle`` first, then boto3's own chain (AWS_CA_BUNDLE, ``ca_bundle`` in ~/.aws/config,
+    the system's certificates): None lets boto3 choose. ``verify_tls = false`` switches verification off."""
+    if settings.ca_bundle:
+        return settings.ca_bundle
+    return None if settings.verify_tls else False
 
 
 def credential_source(settings: Settings) -> str | None:

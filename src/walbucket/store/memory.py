@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from .protocol import LifecycleRules, ObjectInfo, StoredObject
+from .protocol import LifecycleRules, ObjectInfo, StoredObject, StoreFeatures
 
 __all__ = ["MemoryStore"]
 
@@ -26,6 +26,8 @@ class MemoryStore:
     objects: dict[str, _Entry] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
     lifecycle: LifecycleRules | None = None  # the bucket's lifecycle rules; None: no configuration
+    features: StoreFeatures = field(default_factory=StoreFeatures)  # how this view of the store writes
+    honours: StoreFeatures = field(default_factory=StoreFeatures)  # what probe_features finds
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _info(self, key: str, entry: _Entry) -> ObjectInfo:
@@ -46,13 +48,13 @@ class MemoryStore:
         with self._lock:
             if self.honours_conditions and key in self.objects:
                 return False
-            self.objects[key] = _Entry(bytes(body), dict(metadata), dict(tags))
+            self.objects[key] = _Entry(bytes(body), dict(metadata), dict(tags) if self.features.tags else {})
             return True
 
     def put(self, key: str, body: bytes, metadata: Mapping[str, str], tags: Mapping[str, str]) -> None:
         self.requests.append(("put", key))
         with self._lock:
-            self.objects[key] = _Entry(bytes(body), dict(metadata), dict(tags))
+            self.objects[key] = _Entry(bytes(body), dict(metadata), dict(tags) if self.features.tags else {})
 
     def tags(self, key: str) -> dict[str, str] | None:
         self.requests.append(("tags", key))
@@ -69,6 +71,13 @@ class MemoryStore:
         self.requests.append(("list_prefixes", prefix))
         rests = (k[len(prefix) :] for k in list(self.objects) if k.startswith(prefix))
         yield from sorted({prefix + rest.split("/", 1)[0] + "/" for rest in rests if "/" in rest})
+
+    def with_features(self, features: StoreFeatures) -> MemoryStore:
+        return replace(self, features=features)  # the same objects, requests and lock
+
+    def probe_features(self, key: str) -> StoreFeatures:
+        self.requests.append(("probe_features", key))
+        return self.honours
 
     def lifecycle_rules(self) -> LifecycleRules | None:
         self.requests.append(("lifecycle_rules", ""))

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["LifecycleRules", "ObjectInfo", "Store", "StoredObject"]
+__all__ = ["CHECKSUMS", "LifecycleRules", "ObjectInfo", "Store", "StoreFeatures", "StoredObject"]
 
 # A bucket's lifecycle rules as S3 stores them (the ``Rules`` of GetBucketLifecycleConfiguration).
 LifecycleRules = list[dict[str, Any]]
@@ -35,6 +35,25 @@ class ObjectInfo:
 class StoredObject:
     info: ObjectInfo
     body: bytes
+
+
+CHECKSUMS = ("sha256", "md5", "none")  # the integrity header of an upload, strongest first
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFeatures:
+    """How uploads are written, as far as the endpoint honours it (probed, or set by the user).
+
+    ``tags``: object tags go with each upload (x-amz-tagging); Cloudflare R2, Backblaze B2 and Garage refuse them.
+    ``checksum``: the integrity header each upload carries: ``sha256`` (x-amz-checksum-sha256), ``md5``
+    (Content-MD5; what Object Lock buckets need at least) or ``none``.
+    ``conditional_multipart``: If-None-Match is honoured on CompleteMultipartUpload; where it is not (Ceph RGW
+    before Squid), conditional creates go as one PUT whatever their size.
+    """
+
+    tags: bool = True
+    checksum: str = "sha256"
+    conditional_multipart: bool = True
 
 
 class Store(Protocol):
@@ -72,6 +91,19 @@ class Store(Protocol):
 
         One level of "directories" below ``prefix`` (S3's CommonPrefixes for Delimiter='/'), so that callers can
         list a large prefix in parallel, one sub-prefix per request stream. Keys without a further '/' are skipped.
+        """
+        ...
+
+    def with_features(self, features: StoreFeatures) -> Store:
+        """Return a store on the same endpoint and bucket whose uploads follow ``features``."""
+        ...
+
+    def probe_features(self, key: str) -> StoreFeatures:
+        """Find out what the endpoint honours, writing only under ``key`` and ``key + '-multipart'`` (probe keys).
+
+        Tags and checksum headers: a refusal of the header (HTTP 400 or 501) means "not supported"; access denied is
+        an error. Conditional multipart completion: one small multipart upload completed twice with If-None-Match;
+        honoured only if the second completion is refused (412).
         """
         ...
 

@@ -17,6 +17,7 @@ no SSE-KMS); else one HEAD comparing size and walbucket's SHA-256 metadata. A ba
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
@@ -41,7 +42,7 @@ from botocore.exceptions import (
 
 from ..errors import ConditionalWritesUnsupported, ConfigError, DamagedDownload, StoreError, StoreUnavailable
 from ..keylayout import META_SHA256
-from .protocol import LifecycleRules, ObjectInfo, StoredObject
+from .protocol import CHECKSUMS, LifecycleRules, ObjectInfo, StoredObject, StoreFeatures
 
 __all__ = ["S3Store", "retry_policy"]
 
@@ -58,6 +59,9 @@ _TRANSIENT = {
 }  # fmt: skip
 _NOT_IMPLEMENTED = {"NotImplemented", "501"}
 _NO_LIFECYCLE = "NoSuchLifecycleConfiguration"
+_DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+_REFUSES_HEADER = {400, 501}  # how stores refuse a header they do not support (InvalidArgument, NotImplemented)
+_SINGLE_PUT_LIMIT = 5 << 30  # S3's largest single PUT
 
 
 class _Transient(Exception):
@@ -110,7 +114,7 @@ def _classify(exc: Exception, key: str) -> Exception:  # noqa: PLR0911 - one fla
             return _Transient(f"{code} on '{key}'")
         if code in _BARE_404:
             return _foreign_404(exc, key)
-        if code in {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
+        if code in _DENIED:
             return StoreError(
                 f"access denied ({_label(code, status, with_status=False)}) on '{key}'",
                 hint="check the credentials and that the policy grants this operation on the bucket and prefix",
@@ -153,8 +157,10 @@ class S3Store:
         multipart_threshold: int = 64 << 20,
         multipart_chunk_size: int = 16 << 20,
         sleep: Callable[[float], None] | None = None,
+        features: StoreFeatures | None = None,
     ) -> None:
         self._client = client
+        self._features = features or StoreFeatures()
         self._bucket = bucket
         self._budget = retry_budget
         self._sleep = sleep
@@ -284,22 +290,36 @@ class S3Store:
     def put(self, key: str, body: bytes, metadata: Mapping[str, str], tags: Mapping[str, str]) -> None:
         self._write(key, body, metadata, tags, conditional=False)
 
+    def with_features(self, features: StoreFeatures) -> S3Store:
+        adapted = copy.copy(self)
+        adapted._features = features
+        return adapted
+
     def _write(
         self, key: str, body: bytes, metadata: Mapping[str, str], tags: Mapping[str, str], *, conditional: bool
     ) -> bool:
+        features = self._features
         condition = {"IfNoneMatch": "*"} if conditional else {}
-        common = {"Bucket": self._bucket, "Key": key, "Metadata": dict(metadata), "Tagging": urlencode(tags)}
+        common: dict[str, Any] = {"Bucket": self._bucket, "Key": key, "Metadata": dict(metadata)}
+        if features.tags and tags:
+            common["Tagging"] = urlencode(tags)
+        # Where the endpoint ignores the condition on CompleteMultipartUpload, a conditional create goes as one PUT
+        # (S3 takes up to 5 GiB in one; PostgreSQL's largest segment is 1 GiB): never an unconditional overwrite.
+        multipart = len(body) > self._threshold and (features.conditional_multipart or not conditional)
+        if conditional and not multipart and len(body) > _SINGLE_PUT_LIMIT:
+            raise ConditionalWritesUnsupported(
+                f"'{key}' is too large for one PUT, and the endpoint ignores If-None-Match on multipart uploads",
+                hint='set conditional_writes = "auto" to fall back to HEAD-then-PUT for such objects',
+            )
 
         def request() -> bool:
             try:
-                if len(body) > self._threshold:
+                if multipart:
                     response = self._multipart(key, body, common, condition)
-                    self._prove(key, body, metadata, response, sent=None)
+                    self._prove(key, body, metadata, response, sent={})
                 else:
-                    sent = _b64sha256(body)
-                    response = self._client.put_object(
-                        Body=body, ChecksumSHA256=sent, **common, **condition, **self._put_extra
-                    )
+                    sent = _integrity(features.checksum, body)
+                    response = self._client.put_object(Body=body, **sent, **common, **condition, **self._put_extra)
                     self._prove(key, body, metadata, response, sent=sent)
                 return True
             except ClientError as exc:
@@ -317,7 +337,7 @@ class S3Store:
         return self._call(key, request)
 
     def _prove(
-        self, key: str, body: bytes, metadata: Mapping[str, str], response: Mapping[str, Any], *, sent: str | None
+        self, key: str, body: bytes, metadata: Mapping[str, str], response: Mapping[str, Any], *, sent: dict[str, str]
     ) -> None:
         """Return only when the answer to an upload proves that the store holds ``body`` under ``key``.
 
@@ -327,12 +347,13 @@ class S3Store:
         either stores the bytes or meets what is stored (412) and is compared by the caller.
         """
         echoed = response.get("ChecksumSHA256")
-        if sent is not None and echoed:
-            if echoed == sent:
+        if "ChecksumSHA256" in sent and echoed:
+            if echoed == sent["ChecksumSHA256"]:
                 return
             raise _Transient(f"the store echoed another SHA-256 checksum than the one sent for '{key}'")
         etag = str(response.get("ETag") or "").strip('"')
-        if sent is not None and etag and etag == hashlib.md5(body, usedforsecurity=False).hexdigest():
+        single_part = "-" not in etag and not response.get("UploadId")
+        if etag and single_part and etag == _md5(body, sent).hex():
             return
         try:
             stored = self._client.head_object(Bucket=self._bucket, Key=key)
@@ -347,19 +368,21 @@ class S3Store:
             raise _Transient(f"the store answered the upload of '{key}' with success but does not hold its bytes")
 
     def _multipart(self, key: str, body: bytes, common: dict[str, Any], condition: dict[str, str]) -> Mapping[str, Any]:
-        upload = self._client.create_multipart_upload(ChecksumAlgorithm="SHA256", **common, **self._put_extra)
+        checksum = self._features.checksum
+        algorithm = {"ChecksumAlgorithm": "SHA256"} if checksum == "sha256" else {}
+        upload = self._client.create_multipart_upload(**algorithm, **common, **self._put_extra)
         upload_id = upload["UploadId"]
         try:
             parts = []
             view = memoryview(body)
             for number, start in enumerate(range(0, len(body), self._chunk), start=1):
-                chunk = view[start : start + self._chunk]
-                checksum = _b64sha256(chunk)
+                chunk = bytes(view[start : start + self._chunk])
+                sent = _integrity(checksum, chunk)
                 response = self._client.upload_part(
-                    Bucket=self._bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                    Body=bytes(chunk), ChecksumSHA256=checksum,
-                )  # fmt: skip
-                parts.append({"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum})
+                    Bucket=self._bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk, **sent
+                )
+                parts.append({"PartNumber": number, "ETag": response["ETag"], **{
+                    k: v for k, v in sent.items() if k == "ChecksumSHA256"}})  # fmt: skip
             return dict(
                 self._client.complete_multipart_upload(
                     Bucket=self._bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **condition
@@ -371,6 +394,68 @@ class S3Store:
             except Exception:  # noqa: BLE001 - best effort; the lifecycle rule removes what is left
                 log.debug("could not abort multipart upload of '%s'", key)
             raise
+
+    # probing ---------------------------------------------------------------------------------------------------
+
+    def probe_features(self, key: str) -> StoreFeatures:
+        body = b"walbucket feature probe: safe to keep, never read\n"
+        checksum = next(c for c in CHECKSUMS if c == "none" or self._accepts(key, body, c, tags=False))
+        tags = self._accepts(key, body, checksum, tags=True)
+        probing = self.with_features(StoreFeatures(tags, checksum, conditional_multipart=True))
+        multipart_key = key + "-multipart"
+        probing._complete_small_multipart(multipart_key, body)  # created now, or by an earlier probe
+        honoured = not probing._complete_small_multipart(multipart_key, body)
+        return StoreFeatures(tags, checksum, honoured)
+
+    def _accepts(self, key: str, body: bytes, checksum: str, *, tags: bool) -> bool:
+        """Whether a plain PUT with this checksum header (and tags) is accepted; a refusal of the header is False."""
+        extra: dict[str, Any] = {"Tagging": "walbucket-kind=probe"} if tags else {}
+
+        def request() -> bool:
+            try:
+                self._client.put_object(Bucket=self._bucket, Key=key, Body=body, **_integrity(checksum, body), **extra)
+            except ClientError as exc:
+                code, status = _code(exc)
+                if status in _REFUSES_HEADER and code not in _DENIED:
+                    log.info(
+                        "endpoint refuses %s: %s", "tags" if tags else f"{checksum} checksums", _label(code, status)
+                    )
+                    return False
+                raise
+            return True
+
+        return self._call(key, request)
+
+    def _complete_small_multipart(self, key: str, body: bytes) -> bool:
+        """Complete a one-part upload with If-None-Match; False when refused as existing (412) or not implemented."""
+
+        def request() -> bool:
+            try:
+                self._multipart(key, body, {"Bucket": self._bucket, "Key": key}, {"IfNoneMatch": "*"})
+            except ClientError as exc:
+                code = _code(exc)[0]
+                if code in _EXISTS or code in _NOT_IMPLEMENTED:
+                    return False
+                raise
+            return True
+
+        return self._call(key, request)
+
+
+def _integrity(checksum: str, data: bytes | memoryview) -> dict[str, str]:
+    """The integrity header of an upload (botocore's parameter), as ``checksum`` (StoreFeatures) says."""
+    if checksum == "sha256":
+        return {"ChecksumSHA256": _b64sha256(data)}
+    if checksum == "md5":
+        return {"ContentMD5": base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode("ascii")}
+    return {}
+
+
+def _md5(body: bytes, sent: Mapping[str, str]) -> bytes:
+    """The body's MD5, from the Content-MD5 header sent when there was one."""
+    if "ContentMD5" in sent:
+        return base64.b64decode(sent["ContentMD5"])
+    return hashlib.md5(body, usedforsecurity=False).digest()
 
 
 def _posix(value: Any) -> float | None:
