@@ -12,6 +12,7 @@ from walbucket.errors import ConfigError, StoreError, StoreUnavailable
 from walbucket.identity import ArchiveIdentity, encode_identity
 from walbucket.keylayout import KeyLayout
 from walbucket.store.memory import MemoryStore
+from walbucket.store.protocol import StoreFeatures
 from walfactory import SEG_SIZE, SYSTEM_ID
 
 LAYOUT = KeyLayout("p")
@@ -59,11 +60,11 @@ def test_a_working_setup_passes_every_check(tmp_path: Path) -> None:
         ("settings", "OK", "bucket 'b'"),
         ("credentials", "OK", "found (env)"),
         ("bucket reachable", "OK", "listed 'p/history/': 0 history files"),
-        ("tags on upload", "OK", "object tags are accepted"),
+        ("tags on upload", "OK", "object tags are kept"),
         (
             "checksum header",
             "OK",
-            "x-amz-checksum-sha256 accepted: a body damaged in transit can be refused by the store",
+            "x-amz-checksum-sha256 checked: the store refuses a body damaged in transit",
         ),
         ("conditional multipart completion", "OK", "a second completion of one key is refused (If-None-Match)"),
         ("write with tags (s3:PutObject)", "OK", f"created '{PROBE}' with tags"),
@@ -205,3 +206,26 @@ def test_conditional_writes_honoured_but_switched_off_is_a_warning(tmp_path: Pat
         "WARN", 'set conditional_writes = "required" (or "auto") so that pushes never overwrite'
     )  # fmt: skip
     assert report.failed == ()
+
+
+@pytest.mark.parametrize(
+    ("honours", "tags_mode", "expected"),
+    [
+        (StoreFeatures(tags=False), "auto", [("tags on upload", "WARN"), ("write (s3:PutObject)", "OK")]),
+        (StoreFeatures(tags=False), "on", [("tags on upload", "FAIL"), ("write with tags (s3:PutObject)", "OK")]),
+        (StoreFeatures(checksum="md5", checksum_checked=False), "auto", [("checksum header", "WARN")]),
+        (StoreFeatures(checksum="none", checksum_checked=False), "auto", [("checksum header", "WARN")]),
+        (StoreFeatures(conditional_multipart=False), "auto", [("conditional multipart completion", "WARN")]),
+    ],
+)
+def test_what_a_store_does_not_honour_is_reported_with_what_it_means(
+    tmp_path: Path, honours: StoreFeatures, tags_mode: str, expected: list[tuple[str, str]]
+) -> None:
+    store = with_identity(MemoryStore(honours=honours))
+    report = run_checks(
+        store, LAYOUT, settings_detail="bucket 'b'", credentials=lambda: "env", conditional_mode="auto",
+        data_dir=data_dir(tmp_path), token="t0k3n", tags_mode=tags_mode,
+    )  # fmt: skip
+    got = {item.name: item.status for item in report.items}
+    assert [(name, got.get(name)) for name, _ in expected] == expected
+    assert ("read tags (s3:GetObjectTagging)" in got) is (honours.tags or tags_mode == "on")

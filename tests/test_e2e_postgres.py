@@ -9,19 +9,25 @@ One scenario, run once for the module (about half a minute), then examined by se
    segment is switched out and archived;
 4. the first backup is restored with ``walbucket get`` to the restore point and promoted; the second is restored
    without a target, so recovery replays the whole archive and ends at the first segment the archive lacks.
+
+The scenario runs twice: into moto's server over http, and into a Ceph 16.2 RADOS Gateway over https (the CA in
+``ca_bundle``), the store walbucket has to be right about: it ignores If-None-Match on multipart completion and
+refuses botocore's aws-chunked uploads over https.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from conftest import StoreEndpoint, make_endpoint
 from lab_pg import ArchiverStats, PgCluster, PgLab, archive_command, restore_command
-from lab_s3 import MotoServer
 from walbucket.keylayout import KeyLayout
 from walbucket.walname import Segment, WalKind, parse_wal_name
 
@@ -67,8 +73,8 @@ def _backup_start_segment(backup_label: str) -> str:
     return match[1]
 
 
-def _list_keys(moto_server: MotoServer, bucket: str) -> frozenset[str]:
-    pages = moto_server.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)  # type: ignore[attr-defined]
+def _list_keys(endpoint: StoreEndpoint, bucket: str) -> frozenset[str]:
+    pages = endpoint.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
     return frozenset(obj["Key"] for page in pages for obj in page.get("Contents", []))
 
 
@@ -78,12 +84,15 @@ def _recover(node: PgCluster, **targets: str) -> None:
     node.start(timeout=90)
 
 
-@pytest.fixture(scope="module")
-def scenario(moto_server: MotoServer) -> Iterator[Scenario]:
-    bucket = f"wb-e2e-{os.getpid()}"
-    moto_server.client().create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
-    env = {**moto_server.env(bucket, PREFIX), "WALBUCKET_RETRY_BUDGET": "20"}
+@pytest.fixture(scope="module", params=["moto", "rgw-https"])
+def scenario(request: pytest.FixtureRequest) -> Iterator[Scenario]:
+    endpoint = make_endpoint(request, request.param)
+    bucket = endpoint.create_bucket()
+    env = {**endpoint.env(bucket, PREFIX), "WALBUCKET_RETRY_BUDGET": "20"}
     with PgLab(env=env, keep=bool(os.environ.get("WALBUCKET_KEEP_LAB"))) as lab:
+        if endpoint.ca_bundle is not None:  # where the server user can read it: the gateway's directory is private
+            ca_bundle = lab.give(Path(shutil.copy(endpoint.ca_bundle, lab.home / "ca.pem")))
+            lab.env["WALBUCKET_CA_BUNDLE"] = str(ca_bundle)
         primary = lab.cluster("primary").init()
         primary.configure(archive_mode=True, archive_command=archive_command())
         primary.start()
@@ -113,7 +122,7 @@ def scenario(moto_server: MotoServer) -> Iterator[Scenario]:
         for node in (restored, latest):
             node.wait_for_log(r"database system is ready to accept connections", timeout=90)
         yield Scenario(
-            primary, restored, latest, archiver, _list_keys(moto_server, bucket), backup_start, target_segment,
+            primary, restored, latest, archiver, _list_keys(endpoint, bucket), backup_start, target_segment,
             state_at_target, state_at_end,
         )  # fmt: skip
 

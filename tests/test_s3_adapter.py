@@ -687,34 +687,57 @@ def test_an_unconditional_large_put_still_goes_in_parts_where_completion_ignores
     assert client.ops()[0] == "create_multipart_upload"
 
 
-def _probe_client(put_object: list[Outcome], complete: list[Outcome]) -> FakeClient:
+def _probe_client(put_object: list[Outcome], complete: list[Outcome], tagging: Outcome | None = None) -> FakeClient:
     return FakeClient(
         put_object=put_object, create_multipart_upload={"UploadId": "u1"}, upload_part={"ETag": '"p"'},
         complete_multipart_upload=complete, abort_multipart_upload={},
+        get_object_tagging=tagging or {"TagSet": [{"Key": "walbucket-kind", "Value": "probe"}]},
     )  # fmt: skip
 
 
-def test_the_probe_finds_a_store_that_honours_everything() -> None:
-    client = _probe_client([{}], [{}, client_error("PreconditionFailed", 412, "CompleteMultipartUpload")])
-    store, _ = store_on(client)
+BAD_DIGEST = client_error("BadDigest", 400)
+
+
+def test_the_probe_finds_a_store_that_checks_and_honours_everything() -> None:
+    """AWS S3: a wrong checksum is refused, tags read back, a second conditional completion is refused."""
+    client = _probe_client([BAD_DIGEST, BAD_DIGEST, {}], [{}, client_error("PreconditionFailed", 412)])
+    store, sleeps = store_on(client)
     assert store.probe_features("p/probe/features") == StoreFeatures(tags=True, checksum="sha256")
     puts = [kwargs for op, kwargs in client.calls if op == "put_object"]
-    assert [("ChecksumSHA256" in p, "Tagging" in p) for p in puts] == [(True, False), (True, True)]
-    assert all(kwargs["IfNoneMatch"] == "*" for op, kwargs in client.calls if op == "complete_multipart_upload")
-
-
-def test_the_probe_falls_back_from_refused_headers_and_finds_ignored_multipart_conditions() -> None:
-    """Backblaze B2 and RGW Pacific at once: SHA-256 header and tags refused, a second completion overwrites."""
-    refused = client_error("InvalidArgument", 400)
-    client = _probe_client([refused, {}, client_error("NotImplemented", 501)], [{}, {}])
-    store, _ = store_on(client)
-    assert store.probe_features("p/probe/features") == StoreFeatures(False, "md5", conditional_multipart=False)
-    puts = [kwargs for op, kwargs in client.calls if op == "put_object"]
+    assert puts[0]["ChecksumSHA256"] != sha(puts[0]["Body"]), "the first probe sends a wrong checksum on purpose"
     assert ["ChecksumSHA256" in puts[0], "ContentMD5" in puts[1], "Tagging" in puts[2]] == [True, True, True]
+    assert puts[2]["ChecksumSHA256"] == sha(puts[2]["Body"])
+    assert all(kwargs["IfNoneMatch"] == "*" for op, kwargs in client.calls if op == "complete_multipart_upload")
+    assert sleeps == [], "a refused wrong checksum is the answer, not a transient failure"
+
+
+def test_the_probe_prefers_the_header_the_store_checks() -> None:
+    """Ceph RGW before Tentacle: a wrong SHA-256 is accepted, a wrong Content-MD5 refused; completion overwrites."""
+    client = _probe_client([{}, BAD_DIGEST, {}], [{}, {}])
+    store, _ = store_on(client)
+    assert store.probe_features("p/probe/features") == StoreFeatures(True, "md5", conditional_multipart=False)
+
+
+def test_the_probe_falls_back_from_refused_headers() -> None:
+    """Backblaze B2: the SHA-256 header and tags refused; Content-MD5 accepted."""
+    client = _probe_client([client_error("InvalidArgument", 400), {}, client_error("NotImplemented", 501)], [{}, {}])
+    store, _ = store_on(client)
+    found = store.probe_features("p/probe/features")
+    assert found == StoreFeatures(False, "md5", conditional_multipart=False, checksum_checked=False)
+    assert "get_object_tagging" not in client.ops()
+
+
+def test_the_probe_reads_tags_back_from_a_store_that_drops_them() -> None:
+    """Garage: the tagging header is accepted and dropped; its tagging API answers 501."""
+    client = _probe_client([{}, {}, {}], [{}, {}], tagging=client_error("NotImplemented", 501, "GetObjectTagging"))
+    store, _ = store_on(client)
+    assert store.probe_features("p/probe/features") == StoreFeatures(
+        False, "sha256", conditional_multipart=False, checksum_checked=False
+    )
 
 
 def test_a_probe_refused_for_lack_of_permission_is_an_error_not_a_missing_feature() -> None:
-    client = _probe_client([{}, client_error("AccessDenied", 403)], [{}])
+    client = _probe_client([BAD_DIGEST, BAD_DIGEST, client_error("AccessDenied", 403)], [{}])
     store, _ = store_on(client)
     with pytest.raises(StoreError, match=r"^access denied \(AccessDenied\)"):
         store.probe_features("p/probe/features")

@@ -70,8 +70,9 @@ documentation (docs/providers.md gives each source), not of the stores themselve
 - ``b2`` (Backblaze B2): refuses ``x-amz-tagging`` and ``x-amz-checksum-sha256`` (400 InvalidArgument).
 - ``gcs`` (Google Cloud Storage, XML API): ignores ``x-amz-checksum-sha256`` and ``If-None-Match`` (its own
   precondition is ``x-goog-if-generation-match``).
-- ``garage`` (Garage 2.0): refuses ``x-amz-tagging`` (501), ignores ``If-None-Match``.
-- ``rgw-pacific`` (Ceph RGW before Squid): ignores ``If-None-Match`` on CompleteMultipartUpload.
+- ``garage`` (Garage 2.0): drops ``x-amz-tagging`` without a word (its source keeps only ``x-amz-meta-*``), answers
+  501 to the object tagging API, ignores ``If-None-Match``.
+- ``rgw-pacific`` (Ceph RGW before Tentacle): ignores ``If-None-Match`` on CompleteMultipartUpload.
 
 Standard library only. Only the threads this module started are ever stopped.
 """
@@ -139,18 +140,23 @@ class Emulation:
     name: str
     refuses: tuple[tuple[str, int, str], ...] = ()  # (lower-case header, HTTP status, S3 error code)
     ignores: tuple[tuple[str, str], ...] = ()  # (HTTP method or "*", lower-case header): dropped before forwarding
+    no_tagging_api: bool = False  # GetObjectTagging and PutObjectTagging answer 501 NotImplemented
 
-    def refusal(self, headers: Any) -> tuple[int, bytes] | None:
+    def refusal(self, headers: Any, path: str) -> tuple[int, bytes] | None:
+        if self.no_tagging_api and "?tagging" in path:
+            return 501, _error_xml("NotImplemented", "Object tagging is not implemented.")
         for header, status, code in self.refuses:
             if headers.get(header) is not None:
-                body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>Unsupported '
-                        f"header '{header}' received for this API call.</Message><RequestId>emulation</RequestId>"
-                        "</Error>").encode()  # fmt: skip
-                return status, body
+                return status, _error_xml(code, f"Unsupported header '{header}' received for this API call.")
         return None
 
     def drops(self, method: str, header: str) -> bool:
         return any(m in ("*", method) and h == header for m, h in self.ignores)
+
+
+def _error_xml(code: str, message: str) -> bytes:
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
+            "<RequestId>emulation</RequestId></Error>").encode()  # fmt: skip
 
 
 _TAGGING = "x-amz-tagging"
@@ -159,7 +165,7 @@ EMULATIONS = {
     "r2": Emulation("r2", refuses=((_TAGGING, 501, "NotImplemented"),)),
     "b2": Emulation("b2", refuses=((_TAGGING, 400, "InvalidArgument"), (_SHA256, 400, "InvalidArgument"))),
     "gcs": Emulation("gcs", ignores=(("*", _SHA256), ("*", "if-none-match"))),
-    "garage": Emulation("garage", refuses=((_TAGGING, 501, "NotImplemented"),), ignores=(("*", "if-none-match"),)),
+    "garage": Emulation("garage", ignores=(("*", _TAGGING), ("*", "if-none-match")), no_tagging_api=True),
     "rgw-pacific": Emulation("rgw-pacific", ignores=(("POST", "if-none-match"),)),
 }
 _POLL_INTERVAL = 0.05  # seconds: how long stop() may wait for the serving loop to notice (the default 0.5 adds up)
@@ -402,7 +408,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _refused_by_emulation(self) -> bool:
         """Answer as the emulated store does to a header it refuses; True when it did."""
         emulation = self.owner.emulation
-        refusal = emulation.refusal(self.headers) if emulation is not None else None
+        refusal = emulation.refusal(self.headers, self.path) if emulation is not None else None
         if refusal is None:
             return False
         self._read_body()

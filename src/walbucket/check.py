@@ -161,8 +161,8 @@ def _probe_features(store: Store, layout: KeyLayout, tags_mode: str, out: list[S
     features = store.probe_features(layout.probe_key("features"))
     out.append(features)
     if features.tags:
-        return "OK", "object tags are accepted"
-    detail = "refused: pushes send no tags; lifecycle rules filter by prefix, checks use metadata and key names"
+        return "OK", "object tags are kept"
+    detail = "refused or dropped: pushes send no tags; lifecycle rules filter by prefix, checks use metadata and keys"
     if tags_mode == "on":
         return "FAIL", detail, 'set object_tags = "auto" or "off" for this endpoint'
     return "WARN", detail, "nothing to do: walbucket's safety does not depend on tags"
@@ -171,25 +171,24 @@ def _probe_features(store: Store, layout: KeyLayout, tags_mode: str, out: list[S
 def _effective(probed: StoreFeatures, tags_mode: str, checksum_mode: str) -> StoreFeatures:
     tags = probed.tags if tags_mode == "auto" else tags_mode == "on"
     checksum = probed.checksum if checksum_mode == "auto" else checksum_mode
-    return StoreFeatures(tags, checksum, probed.conditional_multipart)
+    return StoreFeatures(
+        tags, checksum, probed.conditional_multipart, probed.checksum_checked and checksum == probed.checksum
+    )
 
 
 def _checksum(probed: StoreFeatures, mode: str) -> _Result:
     if mode not in ("auto", probed.checksum) and _STRENGTH[mode] < _STRENGTH[probed.checksum]:
         return "WARN", f'the endpoint takes {probed.checksum}, upload_checksum = "{mode}" sends {mode}'
+    header = {"sha256": "x-amz-checksum-sha256", "md5": "Content-MD5"}.get(probed.checksum)
+    if header is None:
+        hint = "an Object Lock bucket needs Content-MD5 or a checksum header on every PUT"
+        return "WARN", "no checksum header accepted: a body damaged in transit is found only when get verifies it", hint
+    if not probed.checksum_checked:
+        hint = "nothing to do: get verifies SHA-256 and size before recovery replays a file"
+        return "WARN", f"{header} accepted but not checked: a body damaged in transit is found only by get", hint
     if probed.checksum == "sha256":
-        return "OK", "x-amz-checksum-sha256 accepted: a body damaged in transit can be refused by the store"
-    if probed.checksum == "md5":
-        return (
-            "WARN",
-            "x-amz-checksum-sha256 refused, Content-MD5 accepted: pushes send Content-MD5",
-            ("nothing to do: the store still refuses a body damaged in transit, and get verifies SHA-256"),
-        )
-    return (
-        "WARN",
-        "no checksum header accepted: a body damaged in transit is found only when get verifies it",
-        ("an Object Lock bucket needs Content-MD5 or a checksum header on every PUT"),
-    )
+        return "OK", "x-amz-checksum-sha256 checked: the store refuses a body damaged in transit"
+    return "OK", "Content-MD5 checked (x-amz-checksum-sha256 is not): pushes send Content-MD5"
 
 
 _STRENGTH = {"none": 0, "md5": 1, "sha256": 2}

@@ -102,16 +102,19 @@ def upload_features(
     if probed is None:
         probed = store.probe_features(layout.probe_key("features"))
         log.info(
-            "endpoint %s: tags %s, checksum header %s, conditional multipart completion %s", endpoint_id,
-            "accepted" if probed.tags else "refused", probed.checksum,
+            "endpoint %s: tags %s, checksum header %s (%s), conditional multipart completion %s", endpoint_id,
+            "kept" if probed.tags else "refused or dropped", probed.checksum,
+            "checked" if probed.checksum_checked else "not checked",
             "honoured" if probed.conditional_multipart else "ignored",
         )  # fmt: skip
         cache[endpoint_id] = probed
         _save(state_dir, _FEATURES_NAME, {k: asdict(v) for k, v in cache.items()})
+    chosen = probed.checksum if checksum == "auto" else checksum
     return StoreFeatures(
         probed.tags if tags == "auto" else tags == "on",
-        probed.checksum if checksum == "auto" else checksum,
+        chosen,
         probed.conditional_multipart,
+        probed.checksum_checked and chosen == probed.checksum,
     )
 
 

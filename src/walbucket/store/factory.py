@@ -26,7 +26,7 @@ def open_store(settings: Settings) -> Store:
         max_pool_connections=32,
         user_agent_extra="walbucket",
         # walbucket sends its own SHA-256 with every upload. botocore's default would add a CRC32 of its own, over
-        # https in an aws-chunked trailer, which stores without trailer support (Ceph RGW before Squid) refuse with
+        # https in an aws-chunked trailer, which stores without trailer support (Ceph RGW 16.2) refuse with
         # 411 MissingContentLength.
         request_checksum_calculation="when_required",
     )

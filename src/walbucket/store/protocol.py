@@ -48,12 +48,15 @@ class StoreFeatures:
     ``checksum``: the integrity header each upload carries: ``sha256`` (x-amz-checksum-sha256), ``md5``
     (Content-MD5; what Object Lock buckets need at least) or ``none``.
     ``conditional_multipart``: If-None-Match is honoured on CompleteMultipartUpload; where it is not (Ceph RGW
-    before Squid), conditional creates go as one PUT whatever their size.
+    before Tentacle), conditional creates go as one PUT whatever their size.
+    ``checksum_checked``: the store refuses a body that does not match ``checksum`` (as probed; a store may accept
+    a header and ignore it).
     """
 
     tags: bool = True
     checksum: str = "sha256"
     conditional_multipart: bool = True
+    checksum_checked: bool = True
 
 
 class Store(Protocol):

@@ -42,7 +42,7 @@ from botocore.exceptions import (
 
 from ..errors import ConditionalWritesUnsupported, ConfigError, DamagedDownload, StoreError, StoreUnavailable
 from ..keylayout import META_SHA256
-from .protocol import CHECKSUMS, LifecycleRules, ObjectInfo, StoredObject, StoreFeatures
+from .protocol import LifecycleRules, ObjectInfo, StoredObject, StoreFeatures
 
 __all__ = ["S3Store", "retry_policy"]
 
@@ -60,7 +60,13 @@ _TRANSIENT = {
 _NOT_IMPLEMENTED = {"NotImplemented", "501"}
 _NO_LIFECYCLE = "NoSuchLifecycleConfiguration"
 _DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
-_REFUSES_HEADER = {400, 501}  # how stores refuse a header they do not support (InvalidArgument, NotImplemented)
+_REFUSES_HEADER = {400, 501}
+_DIGEST_MISMATCH = {
+    "BadDigest",
+    "InvalidDigest",
+    "XAmzContentChecksumMismatch",
+    "XAmzContentSHA256Mismatch",
+}  # how stores refuse a header they do not support (InvalidArgument, NotImplemented)
 _SINGLE_PUT_LIMIT = 5 << 30  # S3's largest single PUT
 
 
@@ -399,30 +405,54 @@ class S3Store:
 
     def probe_features(self, key: str) -> StoreFeatures:
         body = b"walbucket feature probe: safe to keep, never read\n"
-        checksum = next(c for c in CHECKSUMS if c == "none" or self._accepts(key, body, c, tags=False))
-        tags = self._accepts(key, body, checksum, tags=True)
+        # A deliberately wrong value tells a store that checks the header from one that merely accepts it (Ceph RGW
+        # before Tentacle accepts a wrong SHA-256 but refuses a wrong Content-MD5).
+        answers = {c: self._put_probe(key, body, c, wrong=True) for c in ("sha256", "md5")}
+        checked = [c for c, answer in answers.items() if answer == "checked"]
+        accepted = [c for c, answer in answers.items() if answer != "refused"]
+        checksum = (checked or accepted or ["none"])[0]
+        tags = self._put_probe(key, body, checksum, tags=True) == "accepted" and self._tags_kept(key)
         probing = self.with_features(StoreFeatures(tags, checksum, conditional_multipart=True))
         multipart_key = key + "-multipart"
         probing._complete_small_multipart(multipart_key, body)  # created now, or by an earlier probe
         honoured = not probing._complete_small_multipart(multipart_key, body)
-        return StoreFeatures(tags, checksum, honoured)
+        return StoreFeatures(tags, checksum, honoured, checksum_checked=bool(checked))
 
-    def _accepts(self, key: str, body: bytes, checksum: str, *, tags: bool) -> bool:
-        """Whether a plain PUT with this checksum header (and tags) is accepted; a refusal of the header is False."""
+    def _put_probe(self, key: str, body: bytes, checksum: str, *, wrong: bool = False, tags: bool = False) -> str:
+        """PUT ``key`` with this checksum header (of other bytes if ``wrong``) and maybe tags: "accepted", "checked"
+        (refused as not matching the body) or "refused" (the header or the tags, HTTP 400 or 501)."""
         extra: dict[str, Any] = {"Tagging": "walbucket-kind=probe"} if tags else {}
+        integrity = _integrity(checksum, b"not the body" if wrong else body)
+
+        def request() -> str:
+            try:
+                self._client.put_object(Bucket=self._bucket, Key=key, Body=body, **integrity, **extra)
+            except ClientError as exc:
+                code, status = _code(exc)
+                if wrong and code in _DIGEST_MISMATCH:
+                    return "checked"
+                if status in _REFUSES_HEADER and code not in _DENIED:
+                    log.info("endpoint refuses %s: %s", "tags" if tags else f"{checksum} headers", _label(code, status))
+                    return "refused"
+                raise
+            return "accepted"
+
+        return self._call(key, request)
+
+    def _tags_kept(self, key: str) -> bool:
+        """Whether the probe object's tags read back: a store may accept the header and drop it (Garage)."""
 
         def request() -> bool:
             try:
-                self._client.put_object(Bucket=self._bucket, Key=key, Body=body, **_integrity(checksum, body), **extra)
+                found = self._client.get_object_tagging(Bucket=self._bucket, Key=key)["TagSet"]
             except ClientError as exc:
                 code, status = _code(exc)
-                if status in _REFUSES_HEADER and code not in _DENIED:
-                    log.info(
-                        "endpoint refuses %s: %s", "tags" if tags else f"{checksum} checksums", _label(code, status)
-                    )
+                if code in _DENIED:
+                    return True  # no permission to read tags (an archiver's policy): the accepted upload must do
+                if status in _REFUSES_HEADER:
                     return False
                 raise
-            return True
+            return {"Key": "walbucket-kind", "Value": "probe"} in found
 
         return self._call(key, request)
 
