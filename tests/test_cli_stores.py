@@ -1,11 +1,11 @@
 """The walbucket executable against real S3 endpoints: moto over http, Ceph RGW 16.2 over http and over https.
 
-What the store decides is asserted on RGW over http and https (duplicates, conflicts, absence, outages, racing
-writers), and on every endpoint where moto is the reference for what RGW does differently: the probes, and a
-conflicting push with multipart settings (RGW ignores If-None-Match on CompleteMultipartUpload). moto's side of the
-rest is in test_cli.py and test_cli_faults.py. Over https on RGW: uploads must not use botocore's aws-chunked
-trailing checksum (RGW 16.2 refuses it with 411 MissingContentLength), and the CA is found where boto3 looks for it
-when walbucket's own ``ca_bundle`` is not set.
+What the store decides is asserted on RGW (duplicates, conflicts, absence, outages, racing writers), with moto as
+the reference where RGW differs: the probes, and a conflicting push with multipart settings (RGW ignores
+If-None-Match on CompleteMultipartUpload). moto's side of the rest is in test_cli.py and test_cli_faults.py. Over
+https on RGW: the probes, absence and outages; uploads must not use botocore's aws-chunked trailing checksum (RGW
+16.2 refuses it with 411 MissingContentLength), single-part and multipart; and the CA is found where boto3 looks for
+it when walbucket's own ``ca_bundle`` is not set.
 """
 
 from __future__ import annotations
@@ -53,10 +53,6 @@ def head(s3: Any, bucket: str, key: str) -> dict[str, Any]:
     return dict(s3.head_object(Bucket=bucket, Key=key))
 
 
-def body(s3: Any, bucket: str, key: str) -> bytes:
-    return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-
-
 def run_all(calls: list[tuple[list[str], Mapping[str, str], Path]]) -> list[subprocess.CompletedProcess[str]]:
     """Run independent walbucket processes concurrently; results in the order of ``calls``."""
     with ThreadPoolExecutor(max_workers=len(calls)) as pool:
@@ -81,7 +77,7 @@ def restored(env: Mapping[str, str], data_dir: Path, name: str = SEG1) -> bytes:
 # --- duplicates, conflicts, absence ---------------------------------------------------------------------------------
 
 
-@RGW
+@RGW_HTTP
 def test_push_of_the_same_segment_again_is_success_as_a_duplicate(
     store_endpoint: StoreEndpoint,
     endpoint_bucket: str,
@@ -107,7 +103,7 @@ def test_push_of_the_same_segment_again_is_success_as_a_duplicate(
     assert (after["ETag"], after["LastModified"]) == (before["ETag"], before["LastModified"])
 
 
-@RGW
+@RGW_HTTP
 def test_push_of_different_content_under_an_archived_name_exits_6_and_leaves_the_object(
     store_endpoint: StoreEndpoint,
     endpoint_bucket: str,
@@ -131,7 +127,7 @@ def test_push_of_different_content_under_an_archived_name_exits_6_and_leaves_the
     assert restored(endpoint_env, data_dir) == data
 
 
-@RGW
+@RGW_HTTP
 def test_get_restores_a_pushed_segment_byte_for_byte(
     endpoint_env: dict[str, str], data_dir: Path, wal_file: Callable[..., Path]
 ) -> None:

@@ -286,6 +286,7 @@ def multipart_client(complete: Outcome = {}, head: Outcome = {}) -> FakeClient: 
         complete_multipart_upload=complete,
         abort_multipart_upload={},
         head_object=head,
+        put_object_tagging={},
     )
 
 
@@ -295,14 +296,14 @@ def test_a_body_above_the_threshold_goes_in_parts_with_checksums() -> None:
     store, _ = store_on(client, multipart_threshold=6 * MIB, multipart_chunk_size=5 * MIB)
     assert store.create(KEY, body, {"m": "1", "walbucket-sha256": "abc"}, {"t": "2"}) is True
     assert client.ops() == ["create_multipart_upload", "upload_part", "upload_part", "upload_part",
-                            "complete_multipart_upload", "head_object"]  # fmt: skip
+                            "complete_multipart_upload", "head_object", "put_object_tagging"]  # fmt: skip
     start = client.calls[0][1]
     assert (start["ChecksumAlgorithm"], start["Metadata"]["m"], start["Tagging"]) == ("SHA256", "1", "t=2")
     parts = [kwargs for op, kwargs in client.calls if op == "upload_part"]
     assert [len(p["Body"]) for p in parts] == [5 * MIB, 5 * MIB, 2 * MIB]
     assert b"".join(p["Body"] for p in parts) == body
     assert all(p["ChecksumSHA256"] == sha(p["Body"]) and p["UploadId"] == "u1" for p in parts)
-    complete = client.calls[-2][1]
+    complete = client.calls[-3][1]
     assert complete["IfNoneMatch"] == "*"
     assert complete["MultipartUpload"] == {
         "Parts": [
@@ -741,3 +742,29 @@ def test_a_probe_refused_for_lack_of_permission_is_an_error_not_a_missing_featur
     store, _ = store_on(client)
     with pytest.raises(StoreError, match=r"^access denied \(AccessDenied\)"):
         store.probe_features("p/probe/features")
+
+
+def test_tags_dropped_by_a_multipart_upload_are_set_after_it() -> None:
+    """Ceph RGW 16.2 ignores x-amz-tagging on CreateMultipartUpload: HEAD shows no tag count, so tag the object."""
+    body = b"\0" * (6 * MIB)
+    client = multipart_client(head=held(len(body)))
+    store, _ = store_on(client, multipart_threshold=5 * MIB, multipart_chunk_size=5 * MIB)
+    store.put(KEY, body, {}, {"a b": "c"})
+    assert client.calls[-1] == (
+        "put_object_tagging",
+        {"Bucket": "wal-archive", "Key": KEY, "Tagging": {"TagSet": [{"Key": "a b", "Value": "c"}]}},
+    )
+    assert client.calls[0][1]["Tagging"] == "a%20b=c"
+
+
+def test_tags_kept_by_a_multipart_upload_are_not_set_again() -> None:
+    body = b"\0" * (6 * MIB)
+    client = multipart_client(head={**held(len(body)), "TagCount": 1})
+    store, _ = store_on(client, multipart_threshold=5 * MIB, multipart_chunk_size=5 * MIB)
+    store.put(KEY, body, {}, {"a": "b"})
+    assert "put_object_tagging" not in client.ops()
+
+
+def test_an_object_without_tags_answered_with_an_empty_body_has_no_tags() -> None:
+    store, _ = store_on(FakeClient(get_object_tagging={}))
+    assert store.tags(KEY) == {}

@@ -22,7 +22,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import tenacity
 from botocore.exceptions import (
@@ -244,7 +244,7 @@ class S3Store:
     def tags(self, key: str) -> dict[str, str] | None:
         def request() -> dict[str, str]:
             response = self._client.get_object_tagging(Bucket=self._bucket, Key=key)
-            return {t["Key"]: t["Value"] for t in response["TagSet"]}
+            return {t["Key"]: t["Value"] for t in response.get("TagSet", [])}  # RGW answers an empty body for none
 
         return self._absent_is_none(key, request)
 
@@ -308,7 +308,7 @@ class S3Store:
         condition = {"IfNoneMatch": "*"} if conditional else {}
         common: dict[str, Any] = {"Bucket": self._bucket, "Key": key, "Metadata": dict(metadata)}
         if features.tags and tags:
-            common["Tagging"] = urlencode(tags)
+            common["Tagging"] = urlencode(tags, quote_via=quote)  # %20, not '+': Ceph RGW decodes only that
         # Where the endpoint ignores the condition on CompleteMultipartUpload, a conditional create goes as one PUT
         # (S3 takes up to 5 GiB in one; PostgreSQL's largest segment is 1 GiB): never an unconditional overwrite.
         multipart = len(body) > self._threshold and (features.conditional_multipart or not conditional)
@@ -322,7 +322,9 @@ class S3Store:
             try:
                 if multipart:
                     response = self._multipart(key, body, common, condition)
-                    self._prove(key, body, metadata, response, sent={})
+                    held = self._prove(key, body, metadata, response, sent={})
+                    if "Tagging" in common and held is not None and not int(held.get("TagCount") or 0):
+                        self._tag(key, tags)  # Ceph RGW 16.2 drops the tags of CreateMultipartUpload
                 else:
                     sent = _integrity(features.checksum, body)
                     response = self._client.put_object(Body=body, **sent, **common, **condition, **self._put_extra)
@@ -344,7 +346,7 @@ class S3Store:
 
     def _prove(
         self, key: str, body: bytes, metadata: Mapping[str, str], response: Mapping[str, Any], *, sent: dict[str, str]
-    ) -> None:
+    ) -> Mapping[str, Any] | None:
         """Return only when the answer to an upload proves that the store holds ``body`` under ``key``.
 
         A store or middlebox that answers 200 without storing must not make PostgreSQL recycle the file. Cheapest
@@ -355,12 +357,12 @@ class S3Store:
         echoed = response.get("ChecksumSHA256")
         if "ChecksumSHA256" in sent and echoed:
             if echoed == sent["ChecksumSHA256"]:
-                return
+                return None
             raise _Transient(f"the store echoed another SHA-256 checksum than the one sent for '{key}'")
         etag = str(response.get("ETag") or "").strip('"')
         single_part = "-" not in etag and not response.get("UploadId")
         if etag and single_part and etag == _md5(body, sent).hex():
-            return
+            return None
         try:
             stored = self._client.head_object(Bucket=self._bucket, Key=key)
         except ClientError as exc:
@@ -372,6 +374,11 @@ class S3Store:
         held = dict(stored.get("Metadata", {}))
         if int(stored.get("ContentLength", -1)) != len(body) or held.get(META_SHA256) != metadata.get(META_SHA256):
             raise _Transient(f"the store answered the upload of '{key}' with success but does not hold its bytes")
+        return dict(stored)
+
+    def _tag(self, key: str, tags: Mapping[str, str]) -> None:
+        tag_set = [{"Key": k, "Value": v} for k, v in tags.items()]
+        self._client.put_object_tagging(Bucket=self._bucket, Key=key, Tagging={"TagSet": tag_set})
 
     def _multipart(self, key: str, body: bytes, common: dict[str, Any], condition: dict[str, str]) -> Mapping[str, Any]:
         checksum = self._features.checksum
