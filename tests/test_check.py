@@ -60,6 +60,7 @@ def test_a_working_setup_passes_every_check(tmp_path: Path) -> None:
         ("settings", "OK", "bucket 'b'"),
         ("credentials", "OK", "found (env)"),
         ("bucket reachable", "OK", "listed 'p/history/': 0 history files"),
+        ("conditional writes", "OK", "a second create of one key is refused (If-None-Match)"),
         ("tags on upload", "OK", "object tags are kept"),
         (
             "checksum header",
@@ -72,7 +73,6 @@ def test_a_working_setup_passes_every_check(tmp_path: Path) -> None:
         ("head (s3:GetObject)", "OK", "size and metadata"),
         ("list (s3:ListBucket)", "OK", "the probe object is listed"),
         ("read tags (s3:GetObjectTagging)", "OK", "tags read back"),
-        ("conditional writes", "OK", "a second create of one key is refused (If-None-Match)"),
         ("archive identity", "OK", f"system id {SYSTEM_ID}, PostgreSQL 15, 16 MiB segments"),
         ("local cluster", "OK", f"system id {SYSTEM_ID} matches the archive"),
         ("archiving", "SKIP", "give --dsn to force a WAL switch and watch the segment arrive"),
@@ -133,7 +133,7 @@ def test_a_refused_write_fails_and_skips_what_needs_the_probe_but_not_the_rest(t
     assert len(report.items) == 15
     assert items["conditional writes"].status == "FAIL"
     assert items["archive identity"].status == "OK" and items["local cluster"].status == "OK"
-    assert [item.name for item in report.failed] == ["write with tags (s3:PutObject)", "conditional writes"]
+    assert [item.name for item in report.failed] == ["conditional writes", "write with tags (s3:PutObject)"]
 
 
 class _DownStore(MemoryStore):

@@ -40,12 +40,12 @@ def wal_key(name: str) -> str:
 
 
 def archived_keys(keys: list[str]) -> list[str]:
-    """Keys that hold archive content: everything but the conditional-write probe.
+    """Keys that hold archive content: everything but the probe objects (conditional writes, store features).
 
     push probes the endpoint (once per state_dir) before it reads the WAL file, so even a refused file leaves the
-    probe object behind; it is never read and holds no WAL.
+    probe objects behind; they are never read and hold no WAL.
     """
-    return [key for key in keys if key != PROBE_KEY]
+    return [key for key in keys if not key.startswith("test/probe/")]
 
 
 def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:

@@ -154,3 +154,13 @@ def test_the_fast_path_finds_the_spool_the_full_command_uses(
     assert settings_fingerprint(env, env.get("WALBUCKET_CONFIG"), config) == fingerprint
     spool = Spool.for_data_dir(Path(settings.spool_dir), data_dir, fingerprint)
     assert fastpath._spool_root(env, values) == str(spool.root)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [("a\nb", "a\\x0ab"), ("\x1b[2J", "\\x1b[2J"), ("\x9b2J", "\\x9b2J"), ("a\u2028b", "a\\u2028b"), ("ok", "ok")],
+)
+def test_every_control_character_is_escaped_in_what_walbucket_writes(text: str, shown: str) -> None:
+    from walbucket.errors import printable
+
+    assert printable(text) == shown

@@ -30,7 +30,14 @@ from botocore.exceptions import (
     SSLError,
 )
 
-from walbucket.errors import ConditionalWritesUnsupported, ConfigError, DamagedDownload, StoreError, StoreUnavailable
+from walbucket.errors import (
+    ConditionalWritesUnsupported,
+    ConfigError,
+    DamagedDownload,
+    IntegrityError,
+    StoreError,
+    StoreUnavailable,
+)
 from walbucket.settings import load_settings
 from walbucket.store.factory import open_store
 from walbucket.store.protocol import ObjectInfo, StoredObject, StoreFeatures
@@ -767,4 +774,57 @@ def test_tags_kept_by_a_multipart_upload_are_not_set_again() -> None:
 
 def test_an_object_without_tags_answered_with_an_empty_body_has_no_tags() -> None:
     store, _ = store_on(FakeClient(get_object_tagging={}))
+    assert store.tags(KEY) == {}
+
+
+def test_every_probe_write_is_a_conditional_create_of_its_own_key_with_the_uploads_extras() -> None:
+    """A bucket policy may require If-None-Match (the Terraform module's does) or an encryption header on PUT."""
+    client = _probe_client([BAD_DIGEST, BAD_DIGEST, {}], [{}, client_error("PreconditionFailed", 412)])
+    store, _ = store_on(client, sse="aws:kms")
+    store.probe_features("p/probe/features-1")
+    puts = [kwargs for op, kwargs in client.calls if op == "put_object"]
+    assert [p["Key"] for p in puts] == [
+        "p/probe/features-1-sha256",
+        "p/probe/features-1-md5",
+        "p/probe/features-1-tags",
+    ]
+    assert all(p["IfNoneMatch"] == "*" and p["ServerSideEncryption"] == "aws:kms" for p in puts)
+
+
+def test_a_probe_of_an_endpoint_without_conditional_writes_sends_no_condition_and_skips_multipart() -> None:
+    client = _probe_client([{}, {}, {}], [])
+    store, _ = store_on(client)
+    assert store.probe_features("p/probe/f", conditional=False).conditional_multipart is False
+    assert all("IfNoneMatch" not in kwargs for _, kwargs in client.calls)
+    assert "complete_multipart_upload" not in client.ops()
+
+
+def test_a_transient_400_during_the_probe_is_retried_not_taken_for_a_refused_header() -> None:
+    client = _probe_client([client_error("RequestTimeout", 400), BAD_DIGEST, BAD_DIGEST, {}], [{}, {}])
+    store, sleeps = store_on(client)
+    assert store.probe_features("p/probe/f").checksum == "sha256"
+    assert len(sleeps) == 1
+
+
+def test_a_501_on_conditional_completion_means_not_honoured() -> None:
+    client = _probe_client([BAD_DIGEST, BAD_DIGEST, {}], [client_error("NotImplemented", 501)])
+    store, _ = store_on(client)
+    assert store.probe_features("p/probe/f").conditional_multipart is False
+
+
+def test_an_etag_in_md5_form_that_is_not_the_bodys_md5_is_checked_by_reading_the_object_back() -> None:
+    """MinIO with encryption answers such ETags for good uploads; a damaged upload stored other bytes."""
+    client = FakeClient(put_object={"ETag": '"' + "ab" * 16 + '"'}, get_object=got(b"body"))
+    store, _ = store_on(client)
+    assert store.create(KEY, b"body", {}, {}) is True
+    assert client.ops() == ["put_object", "get_object"]
+    damaged = FakeClient(put_object={"ETag": '"' + "ab" * 16 + '"'}, get_object=got(b"bodz"))
+    store, _ = store_on(damaged)
+    with pytest.raises(IntegrityError, match=r"^the store holds other bytes under .* than were uploaded"):
+        store.create(KEY, b"body", {}, {})
+
+
+@pytest.mark.parametrize("error", [client_error("NotImplemented", 501), client_error("InvalidRequest", 400)])
+def test_a_store_without_the_tagging_api_has_objects_without_tags(error: ClientError) -> None:
+    store, _ = store_on(FakeClient(get_object_tagging=error))
     assert store.tags(KEY) == {}

@@ -312,3 +312,11 @@ def test_a_prefetch_failing_while_recovery_waits_for_it_is_an_error_then_fetched
     del rig.store.gates[("read", LAYOUT.key(parse_wal_name(NAMES[1])))]  # type: ignore[arg-type]
     assert rig.get(NAMES[1]) == {"status": "ok", "size": len(rig.contents[NAMES[1]]), "from_spool": False}
     assert (rig.data_dir / "pg_wal" / "RECOVERYXLOG").read_bytes() == rig.contents[NAMES[1]]
+
+
+def test_a_signal_only_raises_a_flag_and_the_accept_loop_stops_gracefully(make_rig: Any) -> None:
+    """The handler must not take a lock: the thread it interrupts may hold it (an Event's set, say)."""
+    rig = make_rig()
+    rig.worker.signalled()
+    assert rig.thread_result.result(WAIT) == "stopped on a signal"
+    assert not rig.spool.socket_path.exists()

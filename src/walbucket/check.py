@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .conditional import probe_conditional_writes
+from .conditional import PLAIN, probe_conditional_writes
 from .errors import ConfigError, IntegrityError, StoreUnavailable, WalbucketError
 from .identity import ArchiveIdentity
 from .keylayout import TAG_KIND, KeyLayout
@@ -106,8 +106,13 @@ def run_checks(
     key = layout.probe_key(f"check-{token or secrets.token_hex(8)}")
     body = f"walbucket check probe {key}\n".encode()
     check.run("bucket reachable", lambda: _reachable(store, layout.kind_prefix(WalKind.HISTORY)))
+    honoured: list[bool] = []
+    check.run(
+        "conditional writes", lambda: _conditional(store.with_features(PLAIN), layout, conditional_mode, honoured)
+    )
     probed: list[StoreFeatures] = []
-    check.run("tags on upload", lambda: _probe_features(store, layout, tags_mode, probed))
+    conditional = bool(honoured and honoured[0]) and conditional_mode != "off"
+    check.run("tags on upload", lambda: _probe_features(store, layout, tags_mode, conditional, probed))
     features = _effective(probed[0], tags_mode, checksum_mode) if probed else StoreFeatures()
     if probed:
         check.add("checksum header", *_checksum(probed[0], checksum_mode))
@@ -127,7 +132,6 @@ def run_checks(
             check.run(name, step)
         else:
             check.add(name, "SKIP", "needs the probe object, which could not be written")
-    check.run("conditional writes", lambda: _conditional(store, layout, conditional_mode))
     identity: list[ArchiveIdentity | None] = []
     check.run("archive identity", lambda: _identity(store, layout, identity))
     _check_local(check, data_dir, identity[0] if identity else None)
@@ -157,8 +161,10 @@ def _reachable(store: Store, prefix: str) -> _Result:
     return "OK", f"listed '{prefix}': {found} history files"
 
 
-def _probe_features(store: Store, layout: KeyLayout, tags_mode: str, out: list[StoreFeatures]) -> _Result:
-    features = store.probe_features(layout.probe_key("features"))
+def _probe_features(
+    store: Store, layout: KeyLayout, tags_mode: str, conditional: bool, out: list[StoreFeatures]
+) -> _Result:
+    features = store.probe_features(layout.probe_key(f"features-{secrets.token_hex(6)}"), conditional=conditional)
     out.append(features)
     if features.tags:
         return "OK", "object tags are kept"
@@ -236,8 +242,9 @@ def _tags(store: Store, key: str) -> _Result:
     return "OK", "tags read back"
 
 
-def _conditional(store: Store, layout: KeyLayout, mode: str) -> _Result:
-    if probe_conditional_writes(store, layout):
+def _conditional(store: Store, layout: KeyLayout, mode: str, out: list[bool]) -> _Result:
+    out.append(probe_conditional_writes(store, layout))
+    if out[-1]:
         if mode == "off":
             hint = 'set conditional_writes = "required" (or "auto") so that pushes never overwrite'
             return "WARN", 'honoured, but conditional_writes = "off" does not use them', hint

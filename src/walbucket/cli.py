@@ -176,7 +176,7 @@ def _mib(size: int) -> str:
 def _push_options(settings: Settings, store: Store) -> PushOptions:
     from functools import partial
 
-    from .conditional import conditional_writes_usable, remember_unsupported, upload_features
+    from .conditional import PLAIN, conditional_writes_usable, remember_unsupported, upload_features
     from .keylayout import KeyLayout
     from .push import PushOptions
 
@@ -184,12 +184,12 @@ def _push_options(settings: Settings, store: Store) -> PushOptions:
     endpoint = _endpoint_id(settings)
     mode = settings.conditional_writes
     layout = KeyLayout(settings.prefix)
-    # what an upload carries first: the conditional-write probe itself is an upload
+    # Conditional writes first, probed with what every store takes; then what uploads may carry, probed with the
+    # condition where the endpoint honours it (a bucket policy may refuse a PUT without it).
+    conditional = conditional_writes_usable(mode, store.with_features(PLAIN), layout, endpoint, state_dir)
     features = upload_features(
-        settings.object_tags, settings.upload_checksum, mode != "off", store, layout, endpoint, state_dir
+        settings.object_tags, settings.upload_checksum, conditional, store, layout, endpoint, state_dir
     )
-    store = store.with_features(features)
-    conditional = conditional_writes_usable(mode, store, layout, endpoint, state_dir)
     fallback = partial(remember_unsupported, endpoint, state_dir) if mode == "auto" else None
     return PushOptions(settings.compression, settings.level, conditional, fallback, features)
 
@@ -292,7 +292,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     store = open_store(settings)
     worker = Worker(settings, Path.cwd(), spool, store, lambda: _push_options(settings, store))
     for signum in (signal.SIGTERM, signal.SIGINT):  # stop gracefully: every waiting command gets its answer
-        signal.signal(signum, lambda _signum, _frame: worker.stop())
+        signal.signal(signum, worker.signalled)
     return f"exited: {worker.serve()}", 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -26,6 +27,7 @@ from .store import Store
 from .store.protocol import CHECKSUMS, StoreFeatures
 
 __all__ = [
+    "PLAIN",
     "PROBE_BODY",
     "conditional_writes_usable",
     "probe_conditional_writes",
@@ -36,6 +38,9 @@ __all__ = [
 
 log = logging.getLogger("walbucket")
 PROBE_BODY = b"walbucket conditional-write probe: safe to keep, never read\n"
+# How the conditional-write probe writes, before the endpoint's features are known: no tags (R2 and B2 refuse them),
+# Content-MD5 (every S3 API takes it; Object Lock buckets need it, B2 refuses the SHA-256 header).
+PLAIN = StoreFeatures(tags=False, checksum="md5", conditional_multipart=False, checksum_checked=False)
 _CACHE_NAME = "conditional-writes.json"
 _FEATURES_NAME = "store-features.json"
 
@@ -100,7 +105,7 @@ def upload_features(
     cache = _load_features(state_dir)
     probed = cache.get(endpoint_id)
     if probed is None:
-        probed = store.probe_features(layout.probe_key("features"))
+        probed = store.probe_features(layout.probe_key(f"features-{secrets.token_hex(6)}"), conditional=conditional)
         log.info(
             "endpoint %s: tags %s, checksum header %s (%s), conditional multipart completion %s", endpoint_id,
             "kept" if probed.tags else "refused or dropped", probed.checksum,

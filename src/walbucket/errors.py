@@ -126,7 +126,7 @@ def exit_code_for(exc: BaseException, command: str, standby: bool) -> int:
 
 # Control characters, and the line breaks str.splitlines() knows beyond them: a name holding one must not split a
 # log line or forge another in PostgreSQL's server log.
-_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, 0x85)} | {c: f"\\u{c:04x}" for c in (0x2028, 0x2029)}
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {c: f"\\u{c:04x}" for c in (0x2028, 0x2029)}
 
 
 def printable(text: str) -> str:

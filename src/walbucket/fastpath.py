@@ -24,12 +24,22 @@ _TRUE = {"1", "true", "yes", "on"}
 
 
 def run() -> int:
-    code = fast_path(sys.argv[1:], os.environ)
-    if code is not None:
-        return code
-    from .cli import run as full_command
+    """The console script: never a Python traceback's exit 1, which restore_command would take for "not archived"."""
+    try:
+        code = fast_path(sys.argv[1:], os.environ)
+        if code is not None:
+            return code
+        from .cli import run as full_command
 
-    return full_command()
+        return full_command()
+    except Exception as exc:  # noqa: BLE001 - the last line of defence of the exit-code contract
+        get = next((a for a in sys.argv[1:] if not a.startswith("-")), None) == "get"
+        sys.stderr.write(
+            f"walbucket: ERROR: internal error: {exc!r} (exit {250 if get else 70})\n".encode(
+                "ascii", "backslashreplace"
+            ).decode()
+        )
+        return 250 if get else 70
 
 
 _FAST_SETTINGS = ("async", "spool_dir", "state_dir", "async_wait")

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 try:
     from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]  # Python 3.11: the C module alone; hashlib costs 4 ms on the fast path
-except ImportError:  # pragma: no cover - Python 3.12 and later
-    from _sha2 import sha256  # type: ignore[import-not-found,no-redef,unused-ignore]
+except ImportError:  # pragma: no cover - Python 3.12 and later, or a build without the builtin hash modules
+    try:
+        from _sha2 import sha256  # type: ignore[import-not-found,no-redef,unused-ignore]
+    except ImportError:
+        from hashlib import sha256  # type: ignore[assignment,unused-ignore]
 
 from . import __version__
 

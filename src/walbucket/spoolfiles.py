@@ -83,7 +83,10 @@ def hand_over(root: str, fingerprint: str, name: str, dest: str) -> bool:
             raise _unwritable(dest, exc) from None
         if not _copy_durably(source, dest):
             return False
-        os.unlink(source)
+        try:  # noqa: SIM105 - contextlib would be one more import on the fast path
+            os.unlink(source)
+        except FileNotFoundError:
+            pass  # a stopping worker cleared its spool meanwhile: DEST is written all the same
     try:
         fsync_dir(os.path.dirname(os.path.abspath(dest)))
     except OSError as exc:

@@ -103,14 +103,21 @@ class Worker:
         self._drained = threading.Condition(self._lock)
         self._last_activity = time.monotonic()
         self._stop_reason = ""
+        self._signal = False
 
     # serving --------------------------------------------------------------------------------------------------
 
     def stop(self, reason: str = "stopped on a signal") -> None:
-        """Stop serving, gracefully (see the module docstring); safe from a signal handler and from any thread."""
+        """Stop serving, gracefully (see the module docstring); from any thread, not from a signal handler."""
         if not self._stop_reason:
             self._stop_reason = reason
+        self.spool.socket_path.unlink(missing_ok=True)  # no new command reaches this worker from now on
         self._stopping.set()
+
+    def signalled(self, _signum: int = 0, _frame: object = None) -> None:
+        """A signal handler: only a flag (an Event's lock may be held by the thread the signal interrupts); the
+        accept loop sees it within its timeout and stops."""
+        self._signal = True
 
     def serve(self) -> str:
         """Serve until idle or stopped; return why it stopped."""
@@ -137,6 +144,9 @@ class Worker:
         log.info("worker %d serving %s", os.getpid(), self.data_dir)
         try:
             while not self._stopping.is_set():
+                if self._signal:
+                    self.stop()
+                    break
                 if self._idle():
                     self.stop(f"idle for {self.settings.async_idle_exit:g}s")
                     break
@@ -155,7 +165,13 @@ class Worker:
         with self._lock:
             self._connections += 1
             self._last_activity = time.monotonic()
-        threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+        try:
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+        except RuntimeError:  # no thread to be had: the command sees the connection close and asks again
+            conn.close()
+            with self._lock:
+                self._connections -= 1
+                self._drained.notify_all()
 
     def _shut_down(self, listener: socket.socket) -> None:
         self.spool.socket_path.unlink(missing_ok=True)  # from now on commands start the next worker

@@ -75,9 +75,9 @@ class MemoryStore:
     def with_features(self, features: StoreFeatures) -> MemoryStore:
         return replace(self, features=features)  # the same objects, requests and lock
 
-    def probe_features(self, key: str) -> StoreFeatures:
+    def probe_features(self, key: str, *, conditional: bool = True) -> StoreFeatures:
         self.requests.append(("probe_features", key))
-        return self.honours
+        return self.honours if conditional else replace(self.honours, conditional_multipart=False)
 
     def lifecycle_rules(self) -> LifecycleRules | None:
         self.requests.append(("lifecycle_rules", ""))

@@ -101,12 +101,14 @@ class Store(Protocol):
         """Return a store on the same endpoint and bucket whose uploads follow ``features``."""
         ...
 
-    def probe_features(self, key: str) -> StoreFeatures:
-        """Find out what the endpoint honours, writing only under ``key`` and ``key + '-multipart'`` (probe keys).
+    def probe_features(self, key: str, *, conditional: bool = True) -> StoreFeatures:
+        """Find out what the endpoint honours, creating only keys that start with ``key`` (fresh probe keys).
 
-        Tags and checksum headers: a refusal of the header (HTTP 400 or 501) means "not supported"; access denied is
-        an error. Conditional multipart completion: one small multipart upload completed twice with If-None-Match;
-        honoured only if the second completion is refused (412).
+        ``conditional``: the endpoint honours If-None-Match on PUT, so the probe's writes carry it too (a bucket
+        policy may require it), and conditional multipart completion is worth probing. Tags and checksum headers: a
+        refusal of the header (HTTP 400 or 501) means "not supported", a wrong checksum refused means "checked";
+        access denied is an error. Conditional multipart completion: one small multipart upload completed twice with
+        If-None-Match; honoured only if the second completion is refused (412).
         """
         ...
 

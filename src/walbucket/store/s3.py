@@ -20,6 +20,7 @@ import base64
 import copy
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
@@ -40,7 +41,14 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from ..errors import ConditionalWritesUnsupported, ConfigError, DamagedDownload, StoreError, StoreUnavailable
+from ..errors import (
+    ConditionalWritesUnsupported,
+    ConfigError,
+    DamagedDownload,
+    IntegrityError,
+    StoreError,
+    StoreUnavailable,
+)
 from ..keylayout import META_SHA256
 from .protocol import LifecycleRules, ObjectInfo, StoredObject, StoreFeatures
 
@@ -68,6 +76,7 @@ _DIGEST_MISMATCH = {
     "XAmzContentSHA256Mismatch",
 }  # how stores refuse a header they do not support (InvalidArgument, NotImplemented)
 _SINGLE_PUT_LIMIT = 5 << 30  # S3's largest single PUT
+_MD5_HEX = re.compile("[0-9a-f]{32}")
 
 
 class _Transient(Exception):
@@ -243,7 +252,12 @@ class S3Store:
 
     def tags(self, key: str) -> dict[str, str] | None:
         def request() -> dict[str, str]:
-            response = self._client.get_object_tagging(Bucket=self._bucket, Key=key)
+            try:
+                response = self._client.get_object_tagging(Bucket=self._bucket, Key=key)
+            except ClientError as exc:
+                if _code(exc)[0] != _NO_SUCH_KEY and _refuses_header(*_code(exc)):
+                    return {}  # a store without the tagging API (Garage, R2): its objects have no tags
+                raise
             return {t["Key"]: t["Value"] for t in response.get("TagSet", [])}  # RGW answers an empty body for none
 
         return self._absent_is_none(key, request)
@@ -363,6 +377,11 @@ class S3Store:
         single_part = "-" not in etag and not response.get("UploadId")
         if etag and single_part and etag == _md5(body, sent).hex():
             return None
+        if single_part and _MD5_HEX.fullmatch(etag) and self._put_extra.get("ServerSideEncryption") != "aws:kms":
+            # An ETag in MD5's form that is not the body's MD5: other bytes were stored (damaged in transit, where
+            # the store checks no header), or the store's ETags are not MD5s (MinIO with encryption): read it back.
+            self._compare_stored(key, body)
+            return None
         try:
             stored = self._client.head_object(Bucket=self._bucket, Key=key)
         except ClientError as exc:
@@ -375,6 +394,20 @@ class S3Store:
         if int(stored.get("ContentLength", -1)) != len(body) or held.get(META_SHA256) != metadata.get(META_SHA256):
             raise _Transient(f"the store answered the upload of '{key}' with success but does not hold its bytes")
         return dict(stored)
+
+    def _compare_stored(self, key: str, body: bytes) -> None:
+        try:
+            stored = self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if _code(exc)[1] == 404:
+                raise _Transient(f"the store answered the upload of '{key}' with success but does not hold it") from exc
+            raise
+        if stored != body:
+            raise IntegrityError(
+                f"the store holds other bytes under '{key}' than were uploaded (damaged in transit)",
+                hint="the archived object is damaged: remove it and let PostgreSQL archive the file again; set "
+                'upload_checksum = "md5" or "sha256" so that the store refuses a damaged upload',
+            )
 
     def _tag(self, key: str, tags: Mapping[str, str]) -> None:
         tag_set = [{"Key": k, "Value": v} for k, v in tags.items()]
@@ -410,35 +443,56 @@ class S3Store:
 
     # probing ---------------------------------------------------------------------------------------------------
 
-    def probe_features(self, key: str) -> StoreFeatures:
+    def probe_features(self, key: str, *, conditional: bool = True) -> StoreFeatures:
         body = b"walbucket feature probe: safe to keep, never read\n"
+        # Every probe write is a create of a key of its own, with If-None-Match where the endpoint honours it and the
+        # storage class and encryption of real uploads, so a bucket policy that requires them lets the probe through.
+        condition = {"IfNoneMatch": "*"} if conditional else {}
         # A deliberately wrong value tells a store that checks the header from one that merely accepts it (Ceph RGW
         # before Tentacle accepts a wrong SHA-256 but refuses a wrong Content-MD5).
-        answers = {c: self._put_probe(key, body, c, wrong=True) for c in ("sha256", "md5")}
+        answers = {c: self._put_probe(f"{key}-{c}", body, c, condition, wrong=True) for c in ("sha256", "md5")}
         checked = [c for c, answer in answers.items() if answer == "checked"]
         accepted = [c for c, answer in answers.items() if answer != "refused"]
         checksum = (checked or accepted or ["none"])[0]
-        tags = self._put_probe(key, body, checksum, tags=True) == "accepted" and self._tags_kept(key)
-        probing = self.with_features(StoreFeatures(tags, checksum, conditional_multipart=True))
-        multipart_key = key + "-multipart"
-        probing._complete_small_multipart(multipart_key, body)  # created now, or by an earlier probe
-        honoured = not probing._complete_small_multipart(multipart_key, body)
+        tags_key = f"{key}-tags"
+        tags = self._put_probe(tags_key, body, checksum, condition, tags=True) == "accepted" and self._tags_kept(
+            tags_key
+        )
+        honoured = False
+        if conditional:
+            probing = self.with_features(StoreFeatures(tags, checksum, conditional_multipart=True))
+            multipart_key = f"{key}-multipart"
+            honoured = probing._complete_small_multipart(multipart_key, body) == "created"
+            honoured = honoured and probing._complete_small_multipart(multipart_key, body) == "exists"
         return StoreFeatures(tags, checksum, honoured, checksum_checked=bool(checked))
 
-    def _put_probe(self, key: str, body: bytes, checksum: str, *, wrong: bool = False, tags: bool = False) -> str:
-        """PUT ``key`` with this checksum header (of other bytes if ``wrong``) and maybe tags: "accepted", "checked"
-        (refused as not matching the body) or "refused" (the header or the tags, HTTP 400 or 501)."""
+    def _put_probe(
+        self,
+        key: str,
+        body: bytes,
+        checksum: str,
+        condition: dict[str, str],
+        *,
+        wrong: bool = False,
+        tags: bool = False,
+    ) -> str:
+        """Create ``key`` with this checksum header (of other bytes if ``wrong``) and maybe tags: "accepted",
+        "checked" (refused as not matching the body) or "refused" (the header or the tags, HTTP 400 or 501)."""
         extra: dict[str, Any] = {"Tagging": "walbucket-kind=probe"} if tags else {}
         integrity = _integrity(checksum, b"not the body" if wrong else body)
 
         def request() -> str:
             try:
-                self._client.put_object(Bucket=self._bucket, Key=key, Body=body, **integrity, **extra)
+                self._client.put_object(
+                    Bucket=self._bucket, Key=key, Body=body, **integrity, **extra, **condition, **self._put_extra
+                )
             except ClientError as exc:
                 code, status = _code(exc)
                 if wrong and code in _DIGEST_MISMATCH:
                     return "checked"
-                if status in _REFUSES_HEADER and code not in _DENIED:
+                if code in _EXISTS:
+                    return "accepted"  # an earlier probe's object: this key took the header before
+                if _refuses_header(code, status):
                     log.info("endpoint refuses %s: %s", "tags" if tags else f"{checksum} headers", _label(code, status))
                     return "refused"
                 raise
@@ -451,32 +505,40 @@ class S3Store:
 
         def request() -> bool:
             try:
-                found = self._client.get_object_tagging(Bucket=self._bucket, Key=key)["TagSet"]
+                found = self._client.get_object_tagging(Bucket=self._bucket, Key=key).get("TagSet", [])
             except ClientError as exc:
                 code, status = _code(exc)
                 if code in _DENIED:
                     return True  # no permission to read tags (an archiver's policy): the accepted upload must do
-                if status in _REFUSES_HEADER:
+                if _refuses_header(code, status):
                     return False
                 raise
             return {"Key": "walbucket-kind", "Value": "probe"} in found
 
         return self._call(key, request)
 
-    def _complete_small_multipart(self, key: str, body: bytes) -> bool:
-        """Complete a one-part upload with If-None-Match; False when refused as existing (412) or not implemented."""
+    def _complete_small_multipart(self, key: str, body: bytes) -> str:
+        """Complete a one-part upload with If-None-Match: "created", "exists" (412) or "rejected" (501)."""
 
-        def request() -> bool:
+        def request() -> str:
             try:
                 self._multipart(key, body, {"Bucket": self._bucket, "Key": key}, {"IfNoneMatch": "*"})
             except ClientError as exc:
                 code = _code(exc)[0]
-                if code in _EXISTS or code in _NOT_IMPLEMENTED:
-                    return False
+                if code in _EXISTS:
+                    return "exists"
+                if code in _NOT_IMPLEMENTED:
+                    return "rejected"  # not honoured: such uploads go as one conditional PUT
                 raise
-            return True
+            return "created"
 
         return self._call(key, request)
+
+
+def _refuses_header(code: str, status: int) -> bool:
+    """A refusal of a header the store does not support (400 InvalidArgument, 501 NotImplemented): not a transient
+    failure (RequestTimeout is a 400 too), not a permission problem."""
+    return status in _REFUSES_HEADER and code not in _DENIED and code not in _TRANSIENT
 
 
 def _integrity(checksum: str, data: bytes | memoryview) -> dict[str, str]:
