@@ -20,11 +20,12 @@ lint: bootstrap
 	$(VENV)/bin/ruff format --check src tests tools
 	$(VENV)/bin/mypy
 
+# Two workers, one per core: most tests wait on subprocesses, servers and sockets.
 test: lint checkov
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 unit: bootstrap checkov
-	$(PY) -m pytest -m "not postgres"
+	$(PY) -m pytest -n 2 -m "not postgres"
 
 demo: bootstrap
 	$(PY) tools/demo.py

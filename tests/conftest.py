@@ -10,6 +10,7 @@ endpoints narrows them with ``@pytest.mark.parametrize("store_endpoint", [...], 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import subprocess
@@ -50,8 +51,16 @@ def s3_client(moto_server: MotoServer) -> object:
 
 @pytest.fixture
 def wb_env(moto_server: MotoServer, bucket: str, tmp_path: Path) -> dict[str, str]:
-    """Environment for running the walbucket CLI against this test's bucket, and nothing else of the caller's."""
+    """Environment for running the walbucket CLI against this test's bucket, and nothing else of the caller's.
+
+    The state directory already knows what moto takes in an upload (``store-features.json``), as it would after a
+    first push: the probe itself is tested in test_cli_stores.py, test_providers_emulated.py and test_s3_adapter.py,
+    and every other test spares its dozen requests.
+    """
     state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    features = {"tags": True, "checksum": "sha256", "conditional_multipart": True, "checksum_checked": False}
+    (state / "store-features.json").write_text(json.dumps({f"{moto_server.url}/{bucket}": features}))
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),
