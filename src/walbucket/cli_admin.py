@@ -35,9 +35,10 @@ history files, orphan .partial files, and objects whose metadata or tags disagre
 (.backup files), also compare the bucket's lifecycle rules with them and warn when WAL a backup needs is gone or
 expires first: one more request, which needs s3:GetLifecycleConfiguration. Exit 11 when it finds an error."""
 _CHECK_HELP = """\
-Check a setup before PostgreSQL relies on it: credentials, bucket, the permissions push and get need (on a probe
-object under <prefix>/probe/), conditional writes, the local cluster (--pgdata or the current directory) against
-the archive identity and, with --dsn, that a forced WAL switch arrives in the archive. Exit 11 when a check fails."""
+Check a setup before PostgreSQL relies on it: credentials, bucket, conditional writes, what uploads may carry (tags,
+a checksum header the store checks, If-None-Match on multipart completion), the permissions push and get need (on
+a probe object under <prefix>/probe/), the local cluster (--pgdata or the current directory) against the archive
+identity and, with --dsn, that a forced WAL switch arrives in the archive. Exit 11 when a check fails."""
 _BACKFILL_HELP = """\
 Push the finished WAL files of a pg_wal directory that the archive lacks, e.g. what an old primary had not archived
 at failover. Each file gets push's identity and duplicate checks; different content already archived is reported as
