@@ -29,13 +29,14 @@ from lab_pg import ArchiverStats, PgCluster, PgLab, archive_command, restore_com
 from lab_s3 import MotoServer
 from walbucket.keylayout import KeyLayout
 from walbucket.spool import Spool
-from walbucket.walname import Segment, WalKind, parse_wal_name
+from walbucket.walname import WalKind
 
 pytestmark = pytest.mark.postgres
 
 PREFIX = "async/cluster-a"
 RESTORE_POINT = "walbucket-async-target"
-SEG_SIZE = 16 << 20
+from walfactory import SEG_SIZE, segment_names, segment_of  # noqa: E402
+
 FIRST_SEGMENT = "000000010000000000000001"
 LOOKAHEAD = 4
 
@@ -51,21 +52,6 @@ class Scenario:
     target_segment: str
     state_at_target: tuple[str, ...]
     state_at_end: tuple[str, ...]
-
-
-def _segment(name: str) -> Segment:
-    wal = parse_wal_name(name)
-    assert wal is not None and wal.kind is WalKind.SEGMENT and wal.segment is not None, name
-    return wal.segment
-
-
-def _segment_names(first: str, last: str) -> list[str]:
-    """Names of the segments from ``first`` to ``last``, both included, in WAL order."""
-    segment, end, names = _segment(first), _segment(last), []
-    while segment <= end:
-        names.append(segment.name)
-        segment = segment.next(SEG_SIZE)
-    return names
 
 
 def _backup_start_segment(backup_label: str) -> str:
@@ -152,9 +138,9 @@ def test_primary_archives_every_segment_under_load_through_the_async_worker(scen
     stats = scenario.archiver
     assert stats.failed_count == 0 and stats.last_failed_wal is None
     assert stats.last_archived_wal is not None
-    assert _segment(stats.last_archived_wal).number(SEG_SIZE) >= 8, "pgbench -i -s 10 and its load fill ~10 segments"
+    assert segment_of(stats.last_archived_wal).number(SEG_SIZE) >= 8, "pgbench -i -s 10 and its load fill ~10 segments"
 
-    expected = _segment_names(FIRST_SEGMENT, stats.last_archived_wal)
+    expected = segment_names(FIRST_SEGMENT, stats.last_archived_wal)
     layout = KeyLayout(PREFIX)
     archived = sorted(wal.name for key in scenario.keys if (wal := layout.name_of(key)) and wal.kind is WalKind.SEGMENT)
     assert archived == expected
@@ -191,7 +177,7 @@ def test_recovery_is_served_from_the_prefetch_spool(scenario: Scenario) -> None:
         re.findall(r"^walbucket get ([0-9A-F]{24}): restored 16\.0 MiB from (the prefetch spool|the async worker) in ",
                    log, re.MULTILINE)
     )  # fmt: skip
-    needed = _segment_names(scenario.backup_start_segment, scenario.target_segment)
+    needed = segment_names(scenario.backup_start_segment, scenario.target_segment)
     assert len(needed) > LOOKAHEAD, "the replay crosses more segments than one look-ahead window"
     missing = [name for name in needed if name not in sources]
     assert missing == [], f"no restore of {missing} in the log"

@@ -29,13 +29,14 @@ import pytest
 from conftest import StoreEndpoint, make_endpoint
 from lab_pg import ArchiverStats, PgCluster, PgLab, archive_command, restore_command
 from walbucket.keylayout import KeyLayout
-from walbucket.walname import Segment, WalKind, parse_wal_name
+from walbucket.walname import WalKind, parse_wal_name
 
 pytestmark = pytest.mark.postgres
 
 PREFIX = "e2e/cluster-a"
 RESTORE_POINT = "walbucket-e2e-target"
-SEG_SIZE = 16 << 20
+from walfactory import SEG_SIZE, segment_names, segment_of  # noqa: E402
+
 FIRST_SEGMENT = "000000010000000000000001"
 
 
@@ -50,21 +51,6 @@ class Scenario:
     target_segment: str
     state_at_target: tuple[str, ...]
     state_at_end: tuple[str, ...]
-
-
-def _segment(name: str) -> Segment:
-    wal = parse_wal_name(name)
-    assert wal is not None and wal.kind is WalKind.SEGMENT and wal.segment is not None, name
-    return wal.segment
-
-
-def _segment_names(first: str, last: str) -> list[str]:
-    """Names of the segments from ``first`` to ``last``, both included, in WAL order."""
-    segment, end, names = _segment(first), _segment(last), []
-    while segment <= end:
-        names.append(segment.name)
-        segment = segment.next(SEG_SIZE)
-    return names
 
 
 def _backup_start_segment(backup_label: str) -> str:
@@ -131,9 +117,9 @@ def test_primary_archives_every_segment_under_load(scenario: Scenario) -> None:
     stats = scenario.archiver
     assert stats.failed_count == 0 and stats.last_failed_wal is None
     assert stats.last_archived_wal is not None
-    assert _segment(stats.last_archived_wal).number(SEG_SIZE) >= 8, "pgbench -i -s 10 and its load fill ~10 segments"
+    assert segment_of(stats.last_archived_wal).number(SEG_SIZE) >= 8, "pgbench -i -s 10 and its load fill ~10 segments"
 
-    expected = _segment_names(FIRST_SEGMENT, stats.last_archived_wal)
+    expected = segment_names(FIRST_SEGMENT, stats.last_archived_wal)
     layout = KeyLayout(PREFIX)
     archived = sorted(wal.name for key in scenario.keys if (wal := layout.name_of(key)) and wal.kind is WalKind.SEGMENT)
     assert archived == expected
@@ -163,7 +149,7 @@ def test_recovery_replays_archived_segments_up_to_the_target_and_stops_there(sce
     for word in ("FATAL", "PANIC", "ERROR"):
         assert word not in log, scenario.restored.log_tail()
 
-    needed = _segment_names(scenario.backup_start_segment, scenario.target_segment)
+    needed = segment_names(scenario.backup_start_segment, scenario.target_segment)
     assert len(needed) > 5, "the replay crosses segments"
     for name in needed:
         assert re.search(rf"^walbucket get {name}: restored 16\.0 MiB from .+ stored in ", log, re.MULTILINE), (
@@ -180,7 +166,7 @@ def test_recovery_without_a_target_ends_cleanly_at_the_first_segment_the_archive
     latest = scenario.latest
     last = scenario.archiver.last_archived_wal
     assert last is not None
-    beyond = _segment(last).next(SEG_SIZE).name
+    beyond = segment_of(last).next(SEG_SIZE).name
     log = latest.log_text()
     assert f"walbucket get {last}: restored 16.0 MiB from " in log
     assert f"walbucket get {beyond}: not in the archive in " in log, latest.log_tail()

@@ -28,13 +28,13 @@ import pytest
 from lab_pg import PgCluster, PgLab, archive_command, restore_command, wait_for
 from lab_proxy import FaultProxy
 from lab_s3 import MotoServer
-from walbucket.walname import Segment, WalKind, parse_wal_name
 
 pytestmark = pytest.mark.postgres
 
 PREFIX = "faults/cluster-a"
 RESTORE_POINT = "walbucket-faults-target"
-SEG_SIZE = 16 << 20
+from walfactory import segment_names  # noqa: E402
+
 MODES = ("sync", "async")
 READY = "database system is ready to accept connections"  # a primary: promoted (read-only is another message)
 SHUT_DOWN = "database system is shut down"
@@ -49,21 +49,6 @@ class Archive:
     faulty: str  # the segment in the middle of them whose GETs the proxy answers with a foreign 404
     state_at_target: tuple[str, ...]
     state_at_end: tuple[str, ...]
-
-
-def _segment(name: str) -> Segment:
-    wal = parse_wal_name(name)
-    assert wal is not None and wal.kind is WalKind.SEGMENT and wal.segment is not None, name
-    return wal.segment
-
-
-def _segment_names(first: str, last: str) -> list[str]:
-    """Names of the segments from ``first`` to ``last``, both included, in WAL order."""
-    segment, end, names = _segment(first), _segment(last), []
-    while segment <= end:
-        names.append(segment.name)
-        segment = segment.next(SEG_SIZE)
-    return names
 
 
 def _worker_processes(data_dirs: list[Path]) -> list[int]:
@@ -119,7 +104,7 @@ def archive(moto_server: MotoServer) -> Iterator[Archive]:
             state_at_end = primary.pgbench_state()
             primary.wait_archived(primary.switch_wal(), timeout=60)
 
-            needed = _segment_names(after_backups, target_segment)
+            needed = segment_names(after_backups, target_segment)
             assert len(needed) >= 3, f"the replay after the backups crosses too few segments: {needed}"
             faulty = needed[len(needed) // 2]
             yield Archive(lab, primary, backups, needed, faulty, state_at_target, state_at_end)

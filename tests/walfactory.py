@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import struct
 
-from walbucket.walname import Segment
+from walbucket.walname import Segment, WalKind, parse_wal_name
 
-__all__ = ["PG15_MAGIC", "SEG_SIZE", "SYSTEM_ID", "history_file", "segment_bytes"]
+__all__ = ["PG15_MAGIC", "SEG_SIZE", "SYSTEM_ID", "history_file", "segment_bytes", "segment_names", "segment_of"]
 
 PG15_MAGIC = 0xD110
 SEG_SIZE = 16 << 20
@@ -44,3 +44,19 @@ def segment_bytes(
 
 def history_file(timeline: int, parent: int = 1, switch_lsn: str = "0/3000000") -> bytes:
     return f"{parent}\t{switch_lsn}\tno recovery target specified\n".encode()
+
+
+def segment_of(name: str) -> Segment:
+    """The Segment of a segment's name (24 hex digits)."""
+    wal = parse_wal_name(name)
+    assert wal is not None and wal.kind is WalKind.SEGMENT and wal.segment is not None, name
+    return wal.segment
+
+
+def segment_names(first: str, last: str, seg_size: int = SEG_SIZE) -> list[str]:
+    """Names of the segments from ``first`` to ``last``, both included, in WAL order."""
+    segment, end, names = segment_of(first), segment_of(last), []
+    while segment <= end:
+        names.append(segment.name)
+        segment = segment.next(seg_size)
+    return names
