@@ -22,10 +22,10 @@ import pytest
 
 from conftest import WALBUCKET, run_walbucket, untimed
 from lab_s3 import MotoServer
-from walbucket.keylayout import KeyLayout, object_metadata, object_tags
-from walbucket.push import PushOptions, push
+from walbucket.archive.push import PushOptions, push
+from walbucket.core.keylayout import KeyLayout, object_metadata, object_tags
+from walbucket.core.walname import Segment, parse_wal_name
 from walbucket.store.s3 import S3Store
-from walbucket.walname import Segment, parse_wal_name
 from walfactory import SEG_SIZE, SYSTEM_ID, history_file, segment_bytes
 
 LAYOUT = KeyLayout("test")  # wb_env's prefix

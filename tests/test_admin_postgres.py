@@ -19,7 +19,7 @@ import pytest
 from conftest import run_walbucket
 from lab_pg import PGBIN, PgCluster, PgLab, archive_command, wait_for
 from lab_s3 import MotoServer
-from walbucket.check import psql_switch_wal
+from walbucket.admin.check import psql_switch_wal
 
 pytestmark = pytest.mark.postgres
 

@@ -27,10 +27,10 @@ from conftest import WALBUCKET, run_walbucket, untimed
 from lab_pg import wait_for
 from lab_proxy import FaultProxy
 from lab_s3 import MotoServer, free_port
-from walbucket.fingerprint import settings_fingerprint
-from walbucket.keylayout import KeyLayout
-from walbucket.spool import Spool
-from walbucket.walname import parse_wal_name
+from walbucket.core.fingerprint import settings_fingerprint
+from walbucket.core.keylayout import KeyLayout
+from walbucket.core.walname import parse_wal_name
+from walbucket.spooler.spool import Spool
 from walfactory import SEG_SIZE, SYSTEM_ID, segment_bytes
 
 OTHER_SYSTEM_ID = 7_400_000_000_000_000_002
@@ -377,7 +377,7 @@ def test_killing_the_worker_or_the_command_mid_upload_loses_nothing_and_acknowle
 
 _IMPORTS_PROBE = """
 import json, os, sys
-from walbucket.cli import main
+from walbucket.cli.main import main
 code = main(sys.argv[1:], os.environ)
 heavy = sorted(m for m in sys.modules if m.partition(".")[0] in {heavy!r})
 print(json.dumps({{"code": code, "heavy": heavy}}))
@@ -445,8 +445,8 @@ def test_a_settings_file_setup_is_answered_by_the_fast_path_without_the_full_com
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         imported = {line.rpartition("|")[2].strip() for line in result.stderr.splitlines() if "|" in line}
-        assert "walbucket.fastpath" in imported
-        assert not imported & {"walbucket.cli", "walbucket.settings", "argparse", "tomllib", *HEAVY_MODULES}
+        assert "walbucket.cli.entry" in imported
+        assert not imported & {"walbucket.cli.main", "walbucket.core.settings", "argparse", "tomllib", *HEAVY_MODULES}
         assert f"walbucket push {name}: " in result.stderr and answer in result.stderr
 
     config.write_text(config.read_text() + "[a_table]\n")  # not flat: the full command reads it, and refuses it

@@ -27,9 +27,9 @@ import pytest
 
 from lab_pg import ArchiverStats, PgCluster, PgLab, archive_command, restore_command
 from lab_s3 import MotoServer
-from walbucket.keylayout import KeyLayout
-from walbucket.spool import Spool
-from walbucket.walname import WalKind
+from walbucket.core.keylayout import KeyLayout
+from walbucket.core.walname import WalKind
+from walbucket.spooler.spool import Spool
 
 pytestmark = pytest.mark.postgres
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from walbucket.backfill import BackfillItem, backfill, candidates
-from walbucket.errors import WalFileError
-from walbucket.keylayout import KeyLayout
-from walbucket.push import PushOptions, push
+from walbucket.admin.backfill import BackfillItem, backfill, candidates
+from walbucket.archive.push import PushOptions, push
+from walbucket.core.errors import WalFileError
+from walbucket.core.keylayout import KeyLayout
+from walbucket.core.walname import parse_wal_name
 from walbucket.store.memory import MemoryStore
-from walbucket.walname import parse_wal_name
 from walfactory import SEG_SIZE, SYSTEM_ID, history_file, segment_bytes
 
 LAYOUT = KeyLayout("p")

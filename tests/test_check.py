@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from walbucket.check import CheckReport, run_checks
-from walbucket.errors import ConfigError, StoreError, StoreUnavailable
-from walbucket.identity import ArchiveIdentity, encode_identity
-from walbucket.keylayout import KeyLayout
+from walbucket.admin.check import CheckReport, run_checks
+from walbucket.core.errors import ConfigError, StoreError, StoreUnavailable
+from walbucket.core.identity import ArchiveIdentity, encode_identity
+from walbucket.core.keylayout import KeyLayout
 from walbucket.store.memory import MemoryStore
 from walbucket.store.protocol import StoreFeatures
 from walfactory import SEG_SIZE, SYSTEM_ID

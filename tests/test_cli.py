@@ -24,7 +24,7 @@ import zstandard
 import walbucket
 from conftest import run_walbucket
 from lab_s3 import SECRET_KEY, free_port
-from walbucket import cli
+from walbucket.cli import main as cli
 from walfactory import SEG_SIZE, SYSTEM_ID, history_file, segment_bytes
 
 SEG1 = "000000010000000000000001"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from walbucket.codecs import CODECS, Codec, codec
+from walbucket.core.codecs import CODECS, Codec, codec
 
 NAMES = sorted(CODECS)
 WAL_LIKE = (b"\x10\xd1\x02\x00" + bytes(range(256)) * 3 + b"\0" * 4000) * 64 + os.urandom(1 << 12)

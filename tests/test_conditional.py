@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from walbucket.conditional import (
+from walbucket.archive.conditional import (
     PROBE_BODY,
     conditional_writes_usable,
     probe_conditional_writes,
     remember_unsupported,
 )
-from walbucket.errors import ConditionalWritesUnsupported
-from walbucket.keylayout import KeyLayout
+from walbucket.core.errors import ConditionalWritesUnsupported
+from walbucket.core.keylayout import KeyLayout
 from walbucket.store.memory import MemoryStore
 
 LAYOUT = KeyLayout("pg")

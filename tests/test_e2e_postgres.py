@@ -28,8 +28,8 @@ import pytest
 
 from conftest import StoreEndpoint, make_endpoint
 from lab_pg import ArchiverStats, PgCluster, PgLab, archive_command, restore_command
-from walbucket.keylayout import KeyLayout
-from walbucket.walname import WalKind, parse_wal_name
+from walbucket.core.keylayout import KeyLayout
+from walbucket.core.walname import WalKind, parse_wal_name
 
 pytestmark = pytest.mark.postgres
 

@@ -11,10 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from walbucket import cli, fastpath
-from walbucket.fastpath import scan_flat_toml
-from walbucket.fingerprint import settings_fingerprint
-from walbucket.spool import Spool
+from walbucket.cli import entry as fastpath
+from walbucket.cli import main as cli
+from walbucket.cli.entry import scan_flat_toml
+from walbucket.core.fingerprint import settings_fingerprint
+from walbucket.spooler.spool import Spool
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -161,6 +162,6 @@ def test_the_fast_path_finds_the_spool_the_full_command_uses(
     [("a\nb", "a\\x0ab"), ("\x1b[2J", "\\x1b[2J"), ("\x9b2J", "\\x9b2J"), ("a\u2028b", "a\\u2028b"), ("ok", "ok")],
 )
 def test_every_control_character_is_escaped_in_what_walbucket_writes(text: str, shown: str) -> None:
-    from walbucket.errors import printable
+    from walbucket.core.errors import printable
 
     assert printable(text) == shown

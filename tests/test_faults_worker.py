@@ -38,8 +38,8 @@ from conftest import run_walbucket
 from lab_pg import wait_for
 from lab_proxy import FaultProxy
 from lab_s3 import MotoServer
-from walbucket.keylayout import KeyLayout
-from walbucket.walname import parse_wal_name
+from walbucket.core.keylayout import KeyLayout
+from walbucket.core.walname import parse_wal_name
 from walfactory import SEG_SIZE, history_file, segment_bytes
 
 LAYOUT = KeyLayout("test")  # wb_env's prefix

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from walbucket.fsutil import AtomicFile, fsync_dir, write_file_atomically
+from walbucket.archive.fsutil import AtomicFile, fsync_dir, write_file_atomically
 
 
 def names(directory: Path) -> list[str]:

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from walbucket.errors import DamagedDownload, IdentityMismatch, IntegrityError, UsageError, WalFileError
-from walbucket.get import Missing, Restored, get
-from walbucket.identity import ArchiveIdentity, encode_identity
-from walbucket.keylayout import KeyLayout
-from walbucket.push import IdentityMemo, PushOptions, push
+from walbucket.archive.get import Missing, Restored, get
+from walbucket.archive.push import IdentityMemo, PushOptions, push
+from walbucket.core.errors import DamagedDownload, IdentityMismatch, IntegrityError, UsageError, WalFileError
+from walbucket.core.identity import ArchiveIdentity, encode_identity
+from walbucket.core.keylayout import KeyLayout
+from walbucket.core.walname import parse_wal_name
 from walbucket.store.memory import MemoryStore
 from walbucket.store.protocol import StoredObject
-from walbucket.walname import parse_wal_name
 from walfactory import SYSTEM_ID, history_file, segment_bytes
 
 SEG = 1 << 20
@@ -359,7 +359,7 @@ def test_an_object_that_is_not_wal_is_an_integrity_error(store: MemoryStore, src
 
 
 def _metadata(data: bytes, system_id: int | None = None) -> dict[str, str]:
-    from walbucket.keylayout import object_metadata
+    from walbucket.core.keylayout import object_metadata
 
     return object_metadata(hashlib.sha256(data).hexdigest(), len(data), "none", system_id)
 

@@ -36,8 +36,8 @@ from conftest import untimed
 from lab_pg import SUPERUSER, PgCluster, PgLab, archive_command, restore_command, wait_for, walbucket_executable
 from lab_proxy import FaultProxy
 from lab_s3 import MotoServer, free_port
-from walbucket.keylayout import KeyLayout
-from walbucket.walname import Segment, WalKind, WalName, parse_wal_name
+from walbucket.core.keylayout import KeyLayout
+from walbucket.core.walname import Segment, WalKind, WalName, parse_wal_name
 
 pytestmark = pytest.mark.postgres
 

@@ -27,7 +27,7 @@ from conftest import untimed
 from lab_pg import PgCluster, PgLab, archive_command, wait_for, walbucket_executable
 from lab_proxy import FaultProxy
 from lab_s3 import MotoServer
-from walbucket.walname import Segment
+from walbucket.core.walname import Segment
 
 pytestmark = pytest.mark.postgres
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from walbucket.identity import ArchiveIdentity, decode_identity, encode_identity, identity_conflict
-from walbucket.walheader import WalHeader
+from walbucket.core.identity import ArchiveIdentity, decode_identity, encode_identity, identity_conflict
+from walbucket.core.walheader import WalHeader
 
 MIB = 1 << 20
 ARCHIVE = ArchiveIdentity(system_id=7_300_000_000_000_000_001, pg_version=15, seg_size=16 * MIB)

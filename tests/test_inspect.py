@@ -12,11 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from walbucket.audit import VerifyReport, show, verify
-from walbucket.errors import IntegrityError
-from walbucket.findings import FINDINGS
-from walbucket.identity import ArchiveIdentity, encode_identity
-from walbucket.inspect import (
+from walbucket.admin.catalog import (
     FileSummary,
     HistoryEntry,
     TimelineSummary,
@@ -26,12 +22,16 @@ from walbucket.inspect import (
     parse_history,
     parse_lsn,
 )
-from walbucket.keylayout import TAG_KIND, KeyLayout, object_metadata, object_tags
-from walbucket.listing import list_archive, plan_prefixes
-from walbucket.push import PushOptions, push
-from walbucket.store import ObjectInfo
+from walbucket.admin.findings import FINDINGS
+from walbucket.admin.listing import list_archive, plan_prefixes
+from walbucket.admin.verify import VerifyReport, show, verify
+from walbucket.archive.push import PushOptions, push
+from walbucket.core.errors import IntegrityError
+from walbucket.core.identity import ArchiveIdentity, encode_identity
+from walbucket.core.keylayout import TAG_KIND, KeyLayout, object_metadata, object_tags
+from walbucket.core.walname import Segment, parse_wal_name
 from walbucket.store.memory import MemoryStore
-from walbucket.walname import Segment, parse_wal_name
+from walbucket.store.protocol import ObjectInfo
 from walfactory import SEG_SIZE, SYSTEM_ID, segment_bytes
 
 LAYOUT = KeyLayout("p")

@@ -6,14 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from walbucket.keylayout import (
+from walbucket.core.keylayout import (
     KIND_DIRS,
     KeyLayout,
     normalize_prefix,
     object_metadata,
     object_tags,
 )
-from walbucket.walname import Segment, WalKind, WalName, parse_wal_name
+from walbucket.core.walname import Segment, WalKind, WalName, parse_wal_name
 
 
 def wal(name: str) -> WalName:

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from conftest import run_walbucket, untimed
-from walbucket.errors import UsageError
-from walbucket.keylayout import KeyLayout
-from walbucket.lifecycle import RetentionPolicy, lifecycle_configuration, policy_from_options
-from walbucket.walname import WalKind, WalName, parse_wal_name
+from walbucket.admin.lifecycle import RetentionPolicy, lifecycle_configuration, policy_from_options
+from walbucket.core.errors import UsageError
+from walbucket.core.keylayout import KeyLayout
+from walbucket.core.walname import WalKind, WalName, parse_wal_name
 
 PREFIXES = ["", "prod/orders", "/deep/er/prefix/"]
 POLICIES = {

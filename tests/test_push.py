@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from walbucket.codecs import CODECS
-from walbucket.errors import (
+from walbucket.archive.push import AlreadyArchived, IdentityMemo, PushOptions, Uploaded, load_identity, push
+from walbucket.core.codecs import CODECS
+from walbucket.core.errors import (
     ArchiveConflict,
     ConditionalWritesUnsupported,
     IdentityMismatch,
@@ -20,10 +21,9 @@ from walbucket.errors import (
     UsageError,
     WalFileError,
 )
-from walbucket.identity import ArchiveIdentity, decode_identity, encode_identity
-from walbucket.keylayout import KeyLayout
-from walbucket.push import AlreadyArchived, IdentityMemo, PushOptions, Uploaded, load_identity, push
-from walbucket.settings import Settings
+from walbucket.core.identity import ArchiveIdentity, decode_identity, encode_identity
+from walbucket.core.keylayout import KeyLayout
+from walbucket.core.settings import Settings
 from walbucket.store.memory import MemoryStore
 from walbucket.store.protocol import ObjectInfo, StoredObject
 from walfactory import SYSTEM_ID, history_file, segment_bytes
@@ -513,7 +513,7 @@ def test_head_then_put_refuses_another_cluster_on_a_store_that_ignores_condition
 
 
 def test_a_store_that_ignores_conditions_overwrites_when_push_relies_on_them(wal_dir: Path) -> None:
-    # why walbucket.conditional probes before trusting If-None-Match: this is the failure it prevents
+    # why walbucket.archive.conditional probes before trusting If-None-Match: this is the failure it prevents
     store = MemoryStore(honours_conditions=False)
     push(segment(wal_dir, FIRST), store, LAYOUT, PushOptions())
     key = "pg/wal/0000000100000000/000000010000000000000001"

@@ -8,8 +8,8 @@ import pytest
 
 from lab_pg import PgCluster, PgLab, walbucket_executable
 from lab_s3 import MotoServer
-from walbucket.walheader import PAGE_MAGIC, parse_long_header, read_control_system_id, read_wal_header
-from walbucket.walname import parse_wal_name
+from walbucket.core.walheader import PAGE_MAGIC, parse_long_header, read_control_system_id, read_wal_header
+from walbucket.core.walname import parse_wal_name
 
 pytestmark = pytest.mark.postgres
 

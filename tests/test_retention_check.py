@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from walbucket.audit import verify
-from walbucket.errors import StoreError, StoreUnavailable
-from walbucket.identity import ArchiveIdentity, encode_identity
-from walbucket.keylayout import TAG_KIND, KeyLayout, object_metadata, object_tags
-from walbucket.lifecycle import RetentionPolicy, lifecycle_configuration
-from walbucket.retention_check import DAY, ExpiringRule, expiring_rule, expiry_time, retention_findings
+from walbucket.admin.lifecycle import RetentionPolicy, lifecycle_configuration
+from walbucket.admin.retention import DAY, ExpiringRule, expiring_rule, expiry_time, retention_findings
+from walbucket.admin.verify import verify
+from walbucket.core.errors import StoreError, StoreUnavailable
+from walbucket.core.identity import ArchiveIdentity, encode_identity
+from walbucket.core.keylayout import TAG_KIND, KeyLayout, object_metadata, object_tags
+from walbucket.core.walname import WalName, parse_wal_name
 from walbucket.store.memory import MemoryStore
-from walbucket.walname import WalName, parse_wal_name
 from walfactory import SEG_SIZE, SYSTEM_ID
 
 T0 = datetime(2024, 5, 1, 10, 30, tzinfo=timezone.utc).timestamp()

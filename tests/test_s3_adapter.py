@@ -30,7 +30,7 @@ from botocore.exceptions import (
     SSLError,
 )
 
-from walbucket.errors import (
+from walbucket.core.errors import (
     ConditionalWritesUnsupported,
     ConfigError,
     DamagedDownload,
@@ -38,7 +38,7 @@ from walbucket.errors import (
     StoreError,
     StoreUnavailable,
 )
-from walbucket.settings import load_settings
+from walbucket.core.settings import load_settings
 from walbucket.store.factory import open_store
 from walbucket.store.protocol import ObjectInfo, StoredObject, StoreFeatures
 from walbucket.store.s3 import S3Store, retry_policy
@@ -559,7 +559,7 @@ def test_botocore_errors_never_leave_the_adapter() -> None:
         store = S3Store(FakeClient(put_object=failure), "b", retry_budget=0.01, sleep=lambda s: None)
         with pytest.raises(Exception) as caught:
             store.put(KEY, b"", {}, {})
-        assert type(caught.value).__module__ == "walbucket.errors"
+        assert type(caught.value).__module__ == "walbucket.core.errors"
 
 
 def test_bugs_are_not_translated() -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from walbucket.errors import ConfigError
-from walbucket.settings import CONFIG_ENV, Settings, load_settings, setting_env_name
+from walbucket.core.errors import ConfigError
+from walbucket.core.settings import CONFIG_ENV, Settings, load_settings, setting_env_name
 
 MIB = 1 << 20
 BUCKET = {"WALBUCKET_BUCKET": "wal-archive"}

@@ -20,13 +20,12 @@ from typing import Any
 import pytest
 
 from conftest import ENDPOINTS, StoreEndpoint, make_endpoint
-from walbucket.conditional import upload_features
-from walbucket.keylayout import KeyLayout
-from walbucket.settings import Settings, load_settings
-from walbucket.store import ObjectInfo, Store
+from walbucket.archive.conditional import upload_features
+from walbucket.core.keylayout import KeyLayout
+from walbucket.core.settings import Settings, load_settings
 from walbucket.store.factory import open_store
 from walbucket.store.memory import MemoryStore
-from walbucket.store.protocol import StoreFeatures
+from walbucket.store.protocol import ObjectInfo, Store, StoreFeatures
 
 MIB = 1 << 20
 META = {"walbucket-format": "1", "walbucket-sha256": "ab" * 32, "walbucket-size": "5", "walbucket-codec": "none"}

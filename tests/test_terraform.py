@@ -20,9 +20,9 @@ import hcl2
 import pytest
 
 from tfeval import Module
-from walbucket.keylayout import TAG_KIND, TAG_PG_VERSION, TAG_SYSTEM_ID, TAG_TIMELINE, KeyLayout
-from walbucket.lifecycle import RetentionPolicy, lifecycle_configuration
-from walbucket.walname import WalKind, parse_wal_name
+from walbucket.admin.lifecycle import RetentionPolicy, lifecycle_configuration
+from walbucket.core.keylayout import TAG_KIND, TAG_PG_VERSION, TAG_SYSTEM_ID, TAG_TIMELINE, KeyLayout
+from walbucket.core.walname import WalKind, parse_wal_name
 
 ROOT = Path(__file__).resolve().parent.parent
 TERRAFORM = ROOT / "terraform"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from walbucket.walheader import (
+from walbucket.core.walheader import (
     LONG_HEADER_SIZE,
     PAGE_MAGIC,
     HeaderError,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from walbucket.walname import (
+from walbucket.core.walname import (
     MAX_SEG_SIZE,
     MIN_SEG_SIZE,
     Segment,

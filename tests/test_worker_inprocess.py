@@ -17,18 +17,18 @@ from typing import Any
 
 import pytest
 
-from walbucket.async_client import get_async, push_async
-from walbucket.errors import StoreUnavailable
-from walbucket.fingerprint import PROTOCOL
-from walbucket.keylayout import KeyLayout
-from walbucket.push import PushOptions, push
-from walbucket.settings import Settings
-from walbucket.spool import Spool
+from walbucket.archive.push import PushOptions, push
+from walbucket.core.errors import StoreUnavailable
+from walbucket.core.fingerprint import PROTOCOL
+from walbucket.core.keylayout import KeyLayout
+from walbucket.core.settings import Settings
+from walbucket.core.walname import parse_wal_name
+from walbucket.spooler.client import get_async, push_async
+from walbucket.spooler.spool import Spool
+from walbucket.spooler.wire import ask_worker
+from walbucket.spooler.worker import Worker
 from walbucket.store.memory import MemoryStore
 from walbucket.store.protocol import ObjectInfo, StoredObject
-from walbucket.walname import parse_wal_name
-from walbucket.worker import Worker
-from walbucket.worker_protocol import ask_worker
 from walfactory import segment_bytes
 
 FP = "0123456789abcdef"
@@ -257,7 +257,7 @@ def test_acknowledgements_of_other_settings_do_not_answer_a_push(make_rig: Any, 
     path = str(rig.data_dir / "pg_wal" / NAMES[0])
     assert push_async(path, str(rig.spool.root), WAIT, None, FP) is not None
     other = Spool(rig.spool.root, "fedcba9876543210")  # a worker of another prefix acknowledged this file
-    from walbucket.spool import stamp_of
+    from walbucket.spooler.spool import stamp_of
 
     other.write_ack(NAMES[0], stamp_of(Path(path)), "archived")
     assert rig.spool.take_ack(NAMES[0], stamp_of(Path(path))) is None

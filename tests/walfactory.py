@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from walbucket.walname import Segment, WalKind, parse_wal_name
+from walbucket.core.walname import Segment, WalKind, parse_wal_name
 
 __all__ = ["PG15_MAGIC", "SEG_SIZE", "SYSTEM_ID", "history_file", "segment_bytes", "segment_names", "segment_of"]
 

@@ -119,7 +119,7 @@ def wb_env(prefix: str, asynchronous: bool, **extra: str) -> dict[str, str]:
 
 
 def _spool(b: Bench, data_dir: Path) -> Any:
-    from walbucket.spool import Spool
+    from walbucket.spooler.spool import Spool
 
     return Spool.for_data_dir(b.spool_dir, data_dir, "")  # the fingerprint is the worker's: see _prefetched
 
@@ -807,7 +807,7 @@ def _cpu_share(before: tuple[float, ...], after: tuple[float, ...]) -> dict[str,
 
 
 def _walbucket_codec() -> str:
-    from walbucket.settings import Settings
+    from walbucket.core.settings import Settings
 
     defaults = Settings(bucket="walbucket-bench")
     return f"{defaults.compression} level {defaults.level} (its default)"

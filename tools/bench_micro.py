@@ -18,15 +18,15 @@ from bench_procs import median
 
 __all__ = ["FAST_PATH_IMPORTS", "codec_profile", "startup_profile"]
 
-FAST_PATH_IMPORTS = "import walbucket.fastpath, walbucket.errors, walbucket.async_client"
+FAST_PATH_IMPORTS = "import walbucket.cli.entry, walbucket.core.errors, walbucket.spooler.client"
 _SNIPPETS = {
     "python_startup": ["-c", "pass"],
     "minimal_client_floor": ["-I", "-S", "-c", "import os, socket, json"],
     "async_fast_path": ["-c", FAST_PATH_IMPORTS],
-    "full_cli": ["-c", "import walbucket.cli"],
+    "full_cli": ["-c", "import walbucket.cli.main"],
     "sync_path_boto3_client": [
         "-c",
-        "import walbucket.cli, walbucket.store.factory, boto3\n"
+        "import walbucket.cli.main, walbucket.store.factory, boto3\n"
         "boto3.session.Session().client('s3', region_name='us-east-1', endpoint_url='http://127.0.0.1:9')",
     ],
 }
@@ -90,7 +90,7 @@ def _importtime(python: str, runs: int) -> list[dict[str, Any]]:
 
 def codec_profile(segments: Sequence[Path]) -> dict[str, Any]:
     """CPU milliseconds per 16 MiB segment to hash, compress (zstd 1, 3; lz4) and decompress real WAL."""
-    from walbucket.codecs import CODECS
+    from walbucket.core.codecs import CODECS
 
     data = [p.read_bytes() for p in segments]
     out: dict[str, Any] = {"segments": len(data)}

@@ -153,7 +153,7 @@ def _startup(results: dict[str, Any]) -> list[str]:
             ("python -c pass", "python_startup"),
             ("minimal client (-I -S, os+socket+json)", "minimal_client_floor"),
             ("async fast path (fastpath + async_client)", "async_fast_path"),
-            ("full command line (walbucket.cli)", "full_cli"),
+            ("full command line (walbucket.cli.main)", "full_cli"),
             ("sync path (+ boto3 and an S3 client)", "sync_path_boto3_client"),
         ]
         lines += ["", "Start-up of a fresh process (median wall ms / CPU ms)"]

@@ -1,5 +1,5 @@
 import sys
 
-from .fastpath import run
+from walbucket.cli.entry import run
 
 sys.exit(run())

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..settings import Settings
-from .protocol import Store
+from walbucket.core.settings import Settings
+from walbucket.store.protocol import Store
 
 __all__ = ["credential_source", "open_store"]
 
@@ -13,7 +13,8 @@ def open_store(settings: Settings) -> Store:
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError
 
-    from ..errors import ConfigError
+    from walbucket.core.errors import ConfigError
+
     from .s3 import S3Store
 
     config = Config(
@@ -68,7 +69,7 @@ def credential_source(settings: Settings) -> str | None:
     import boto3
     from botocore.exceptions import BotoCoreError
 
-    from ..errors import ConfigError
+    from walbucket.core.errors import ConfigError
 
     try:
         credentials = boto3.session.Session(profile_name=settings.profile).get_credentials()

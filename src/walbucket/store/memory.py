@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
-from .protocol import LifecycleRules, ObjectInfo, StoredObject, StoreFeatures
+from walbucket.store.protocol import LifecycleRules, ObjectInfo, StoredObject, StoreFeatures
 
 __all__ = ["MemoryStore"]
 

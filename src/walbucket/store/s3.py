@@ -41,7 +41,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from ..errors import (
+from walbucket.core.errors import (
     ConditionalWritesUnsupported,
     ConfigError,
     DamagedDownload,
@@ -49,8 +49,8 @@ from ..errors import (
     StoreError,
     StoreUnavailable,
 )
-from ..keylayout import META_SHA256
-from .protocol import LifecycleRules, ObjectInfo, StoredObject, StoreFeatures
+from walbucket.core.keylayout import META_SHA256
+from walbucket.store.protocol import LifecycleRules, ObjectInfo, StoredObject, StoreFeatures
 
 __all__ = ["S3Store", "retry_policy"]
 

@@ -14,8 +14,8 @@ import marshal
 import os
 import time
 
-from . import errors
-from .errors import StoreUnavailable, WalbucketError
+from walbucket.core import errors
+from walbucket.core.errors import StoreUnavailable, WalbucketError
 
 TYPE_CHECKING = False  # typing costs milliseconds on the fast path; the checker sees these imports
 if TYPE_CHECKING:

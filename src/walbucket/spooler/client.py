@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 
-from . import spoolfiles
-from .errors import StoreUnavailable
-from .fingerprint import PROTOCOL
-from .worker_protocol import ask_worker, decode_error, tell_worker
+from walbucket.core.errors import StoreUnavailable
+from walbucket.core.fingerprint import PROTOCOL
+from walbucket.spooler import files as spoolfiles
+from walbucket.spooler.wire import ask_worker, decode_error, tell_worker
 
 TYPE_CHECKING = False  # typing costs milliseconds on the fast path; the checker sees these imports
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .walheader import WalHeader
+from walbucket.core.walheader import WalHeader
 
 __all__ = ["ArchiveIdentity", "decode_identity", "encode_identity", "identity_conflict"]
 

@@ -21,8 +21,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import spoolfiles
-from .fsutil import write_file_atomically
+from walbucket.archive.fsutil import write_file_atomically
+from walbucket.spooler import files as spoolfiles
 
 __all__ = ["FileStamp", "Spool", "stamp_of"]
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .audit import VerifyReport
-from .backfill import BackfillReport
-from .check import CheckReport
-from .inspect import ArchiveSummary, Finding, format_lsn, ratio
+from walbucket.admin.backfill import BackfillReport
+from walbucket.admin.catalog import ArchiveSummary, Finding, format_lsn, ratio
+from walbucket.admin.check import CheckReport
+from walbucket.admin.verify import VerifyReport
 
 __all__ = ["render_backfill", "render_check", "render_show", "render_verify", "size", "summary_of_backfill"]
 

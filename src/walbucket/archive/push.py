@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .codecs import CODECS, Codec
-from .errors import (
+from walbucket.core.codecs import CODECS, Codec
+from walbucket.core.errors import (
     ArchiveConflict,
     ConditionalWritesUnsupported,
     IdentityMismatch,
@@ -19,12 +19,11 @@ from .errors import (
     UsageError,
     WalFileError,
 )
-from .identity import ArchiveIdentity, decode_identity, encode_identity, identity_conflict
-from .keylayout import META_SHA256, TAG_KIND, KeyLayout, object_metadata, object_tags
-from .store import ObjectInfo, Store
-from .store.protocol import StoreFeatures
-from .walheader import LONG_HEADER_SIZE, HeaderError, WalHeader, parse_long_header, read_control_system_id
-from .walname import WalName, parse_wal_name, segments_per_log
+from walbucket.core.identity import ArchiveIdentity, decode_identity, encode_identity, identity_conflict
+from walbucket.core.keylayout import META_SHA256, TAG_KIND, KeyLayout, object_metadata, object_tags
+from walbucket.core.walheader import LONG_HEADER_SIZE, HeaderError, WalHeader, parse_long_header, read_control_system_id
+from walbucket.core.walname import WalName, parse_wal_name, segments_per_log
+from walbucket.store.protocol import ObjectInfo, Store, StoreFeatures
 
 __all__ = [
     "AlreadyArchived",

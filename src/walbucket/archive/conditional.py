@@ -20,11 +20,10 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
-from .errors import ConditionalWritesUnsupported
-from .fsutil import write_file_atomically
-from .keylayout import TAG_KIND, KeyLayout
-from .store import Store
-from .store.protocol import CHECKSUMS, StoreFeatures
+from walbucket.archive.fsutil import write_file_atomically
+from walbucket.core.errors import ConditionalWritesUnsupported
+from walbucket.core.keylayout import TAG_KIND, KeyLayout
+from walbucket.store.protocol import CHECKSUMS, Store, StoreFeatures
 
 __all__ = [
     "PLAIN",

@@ -29,7 +29,7 @@ def run() -> int:
         code = fast_path(sys.argv[1:], os.environ)
         if code is not None:
             return code
-        from .cli import run as full_command
+        from walbucket.cli.main import run as full_command
 
         return full_command()
     except Exception as exc:  # noqa: BLE001 - the last line of defence of the exit-code contract
@@ -91,7 +91,7 @@ def _spool_root(env: Mapping[str, str], values: Mapping[str, object]) -> str | N
         spool_dir = os.path.join(state_dir.strip(), "spool")
     if not isinstance(spool_dir, str):
         return None
-    from .spoolfiles import cluster_dir
+    from walbucket.spooler.files import cluster_dir
 
     try:
         return cluster_dir(spool_dir.strip(), ".")
@@ -205,8 +205,8 @@ def fast_path(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
     wait = _wait(values)
     if root is None or wait is None:
         return None
-    from .errors import exit_code_for, failure_lines, printable
-    from .fingerprint import settings_fingerprint
+    from walbucket.core.errors import exit_code_for, failure_lines, printable
+    from walbucket.core.fingerprint import settings_fingerprint
 
     fingerprint = settings_fingerprint(env, env.get("WALBUCKET_CONFIG"), config)
     command = argv[0]
@@ -225,7 +225,7 @@ def fast_path(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
 
 
 def _answer(argv: Sequence[str], root: str, wait: float, fingerprint: str) -> tuple[str, int] | None:
-    from . import async_client
+    from walbucket.spooler import client as async_client
 
     if argv[0] == "push":
         pushed = async_client.push_async(argv[1], root, wait, None, fingerprint)

@@ -14,13 +14,13 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from .get import Missing, Restored, get
-from .keylayout import KeyLayout
-from .push import IdentityMemo, load_identity
-from .settings import Settings
-from .spool import Spool
-from .store import Store
-from .walname import WalKind, parse_wal_name
+from walbucket.archive.get import Missing, Restored, get
+from walbucket.archive.push import IdentityMemo, load_identity
+from walbucket.core.keylayout import KeyLayout
+from walbucket.core.settings import Settings
+from walbucket.core.walname import WalKind, parse_wal_name
+from walbucket.spooler.spool import Spool
+from walbucket.store.protocol import Store
 
 __all__ = ["Prefetcher", "settle"]
 

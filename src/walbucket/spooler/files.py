@@ -12,8 +12,8 @@ import errno
 import marshal
 import os
 
-from .errors import WalFileError
-from .fingerprint import PROTOCOL
+from walbucket.core.errors import WalFileError
+from walbucket.core.fingerprint import PROTOCOL
 
 __all__ = [
     "ARCHIVE_DIR",

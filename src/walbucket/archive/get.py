@@ -8,15 +8,15 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from .codecs import CODECS, Codec
-from .errors import DamagedDownload, IdentityMismatch, IntegrityError, UsageError, WalFileError
-from .fsutil import AtomicFile
-from .identity import identity_conflict
-from .keylayout import META_CODEC, META_NAME, META_SHA256, META_SIZE, META_SYSTEM_ID, KeyLayout
-from .push import IdentityMemo, load_identity
-from .store import Store, StoredObject
-from .walheader import LONG_HEADER_SIZE, HeaderError, WalHeader, parse_long_header, read_control_system_id
-from .walname import WalKind, WalName, parse_wal_name, segments_per_log
+from walbucket.archive.fsutil import AtomicFile
+from walbucket.archive.push import IdentityMemo, load_identity
+from walbucket.core.codecs import CODECS, Codec
+from walbucket.core.errors import DamagedDownload, IdentityMismatch, IntegrityError, UsageError, WalFileError
+from walbucket.core.identity import identity_conflict
+from walbucket.core.keylayout import META_CODEC, META_NAME, META_SHA256, META_SIZE, META_SYSTEM_ID, KeyLayout
+from walbucket.core.walheader import LONG_HEADER_SIZE, HeaderError, WalHeader, parse_long_header, read_control_system_id
+from walbucket.core.walname import WalKind, WalName, parse_wal_name, segments_per_log
+from walbucket.store.protocol import Store, StoredObject
 
 __all__ = ["Missing", "Restored", "get", "restorable_name", "verify_into"]
 

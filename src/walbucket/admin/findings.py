@@ -9,11 +9,20 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from .codecs import CODECS
-from .identity import ArchiveIdentity
-from .inspect import MAX_NAMED, Catalog, Finding, Histories, HistoryEntry, Severity, format_lsn, missing_runs
-from .inspect import segment_name as _name
-from .keylayout import (
+from walbucket.admin.catalog import (
+    MAX_NAMED,
+    Catalog,
+    Finding,
+    Histories,
+    HistoryEntry,
+    Severity,
+    format_lsn,
+    missing_runs,
+)
+from walbucket.admin.catalog import segment_name as _name
+from walbucket.core.codecs import CODECS
+from walbucket.core.identity import ArchiveIdentity
+from walbucket.core.keylayout import (
     META_CODEC,
     META_SHA256,
     META_SIZE,
@@ -23,7 +32,7 @@ from .keylayout import (
     TAG_SYSTEM_ID,
     TAG_TIMELINE,
 )
-from .walname import WalName
+from walbucket.core.walname import WalName
 
 __all__ = ["FINDINGS", "finding", "group_problems", "object_problems", "structural_findings"]
 

@@ -25,7 +25,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from .walname import valid_segment_size
+from walbucket.core.walname import valid_segment_size
 
 __all__ = [
     "LONG_HEADER_SIZE",

@@ -27,15 +27,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .fingerprint import PROTOCOL
-from .keylayout import KeyLayout
-from .prefetch import Prefetcher, settle
-from .push import AlreadyArchived, IdentityMemo, PushOptions, Uploaded, push
-from .settings import Settings
-from .spool import FileStamp, Spool, stamp_of
-from .store import Store
-from .walname import parse_wal_name
-from .worker_protocol import MISMATCH, encode_error, pack, read_message, unix_path
+from walbucket.archive.push import AlreadyArchived, IdentityMemo, PushOptions, Uploaded, push
+from walbucket.core.fingerprint import PROTOCOL
+from walbucket.core.keylayout import KeyLayout
+from walbucket.core.settings import Settings
+from walbucket.core.walname import parse_wal_name
+from walbucket.spooler.prefetch import Prefetcher, settle
+from walbucket.spooler.spool import FileStamp, Spool, stamp_of
+from walbucket.spooler.wire import MISMATCH, encode_error, pack, read_message, unix_path
+from walbucket.store.protocol import Store
 
 __all__ = ["Worker", "acquire_lock"]
 

@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from .errors import ArchiveConflict, IdentityMismatch, WalFileError
-from .identity import identity_conflict
-from .keylayout import META_SHA256, KeyLayout
-from .listing import Progress, Tally, run_parallel
-from .push import IdentityMemo, PushOptions, Uploaded, load_identity, push
-from .store import Store
-from .walheader import HeaderError, read_wal_header
-from .walname import WalKind, WalName, parse_wal_name
+from walbucket.admin.listing import Progress, Tally, run_parallel
+from walbucket.archive.push import IdentityMemo, PushOptions, Uploaded, load_identity, push
+from walbucket.core.errors import ArchiveConflict, IdentityMismatch, WalFileError
+from walbucket.core.identity import identity_conflict
+from walbucket.core.keylayout import META_SHA256, KeyLayout
+from walbucket.core.walheader import HeaderError, read_wal_header
+from walbucket.core.walname import WalKind, WalName, parse_wal_name
+from walbucket.store.protocol import Store
 
 __all__ = ["BACKFILL_JOBS", "BackfillItem", "BackfillReport", "backfill", "candidates"]
 

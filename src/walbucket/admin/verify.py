@@ -14,11 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import IdentityMismatch, IntegrityError, StoreError, StoreUnavailable
-from .findings import finding, group_problems, object_problems, structural_findings
-from .get import verify_into
-from .identity import ArchiveIdentity
-from .inspect import (
+from walbucket.admin.catalog import (
     ArchiveSummary,
     Catalog,
     Finding,
@@ -29,12 +25,16 @@ from .inspect import (
     parse_history,
     summarize,
 )
-from .keylayout import META_SIZE, KeyLayout
-from .listing import DEFAULT_JOBS, Progress, Tally, list_archive, run_parallel
-from .push import IdentityMemo, load_identity
-from .retention_check import retention_findings
-from .store import ObjectInfo, Store, StoredObject
-from .walname import WalName
+from walbucket.admin.findings import finding, group_problems, object_problems, structural_findings
+from walbucket.admin.listing import DEFAULT_JOBS, Progress, Tally, list_archive, run_parallel
+from walbucket.admin.retention import retention_findings
+from walbucket.archive.get import verify_into
+from walbucket.archive.push import IdentityMemo, load_identity
+from walbucket.core.errors import IdentityMismatch, IntegrityError, StoreError, StoreUnavailable
+from walbucket.core.identity import ArchiveIdentity
+from walbucket.core.keylayout import META_SIZE, KeyLayout
+from walbucket.core.walname import WalName
+from walbucket.store.protocol import ObjectInfo, Store, StoredObject
 
 __all__ = ["Survey", "VerifyReport", "show", "survey", "verify"]
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .codecs import CODECS
-from .errors import ConfigError
-from .keylayout import normalize_prefix
+from walbucket.core.codecs import CODECS
+from walbucket.core.errors import ConfigError
+from walbucket.core.keylayout import normalize_prefix
 
 __all__ = ["CONFIG_ENV", "ENV_PREFIX", "Settings", "load_settings", "setting_env_name"]
 

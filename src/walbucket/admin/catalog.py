@@ -18,10 +18,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .identity import ArchiveIdentity
-from .keylayout import KeyLayout
-from .store import ObjectInfo
-from .walname import Segment, WalKind, WalName
+from walbucket.core.identity import ArchiveIdentity
+from walbucket.core.keylayout import KeyLayout
+from walbucket.core.walname import Segment, WalKind, WalName
+from walbucket.store.protocol import ObjectInfo
 
 __all__ = [
     "DEFAULT_SEG_SIZE",

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .keylayout import KeyLayout
-from .store import ObjectInfo, Store
-from .walname import WalKind, parse_wal_name
+from walbucket.core.keylayout import KeyLayout
+from walbucket.core.walname import WalKind, parse_wal_name
+from walbucket.store.protocol import ObjectInfo, Store
 
 __all__ = ["DEFAULT_JOBS", "Listing", "Progress", "Tally", "list_archive", "plan_prefixes", "run_parallel"]
 

@@ -18,15 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .conditional import PLAIN, probe_conditional_writes
-from .errors import ConfigError, IntegrityError, StoreUnavailable, WalbucketError
-from .identity import ArchiveIdentity
-from .keylayout import TAG_KIND, KeyLayout
-from .push import load_identity
-from .store import Store
-from .store.protocol import StoreFeatures
-from .walheader import read_control_system_id
-from .walname import WalKind, parse_wal_name
+from walbucket.archive.conditional import PLAIN, probe_conditional_writes
+from walbucket.archive.push import load_identity
+from walbucket.core.errors import ConfigError, IntegrityError, StoreUnavailable, WalbucketError
+from walbucket.core.identity import ArchiveIdentity
+from walbucket.core.keylayout import TAG_KIND, KeyLayout
+from walbucket.core.walheader import read_control_system_id
+from walbucket.core.walname import WalKind, parse_wal_name
+from walbucket.store.protocol import Store, StoreFeatures
 
 __all__ = ["CheckItem", "CheckReport", "psql_switch_wal", "run_checks"]
 

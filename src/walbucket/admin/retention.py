@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .findings import finding
-from .inspect import Finding
-from .keylayout import TAG_PG_VERSION, TAG_SYSTEM_ID, KeyLayout, object_tags
-from .walname import WalKind, WalName, parse_wal_name
+from walbucket.admin.catalog import Finding
+from walbucket.admin.findings import finding
+from walbucket.core.keylayout import TAG_PG_VERSION, TAG_SYSTEM_ID, KeyLayout, object_tags
+from walbucket.core.walname import WalKind, WalName, parse_wal_name
 
 __all__ = ["DAY", "MARGIN", "ExpiringRule", "expiring_rule", "expiry_time", "retention_findings"]
 

@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import FINDINGS_EXIT, UsageError
-from .settings import Settings
+from walbucket.core.errors import FINDINGS_EXIT, UsageError
+from walbucket.core.settings import Settings
 
 __all__ = ["ADMIN_COMMANDS", "add_admin_commands"]
 
@@ -136,17 +136,17 @@ def _emit(args: argparse.Namespace, settings: Settings, data: dict[str, Any], li
 
         print(json.dumps({"bucket": settings.bucket, "prefix": settings.prefix, **data}, indent=2))
     else:
-        from .errors import printable
+        from walbucket.core.errors import printable
 
         print("\n".join(printable(line) for line in lines))  # a key may hold control characters: one line each
 
 
 def _show(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
-    from .audit import show
-    from .keylayout import KeyLayout
-    from .listing import DEFAULT_JOBS
-    from .render import render_show, size
-    from .store.factory import open_store
+    from walbucket.admin.listing import DEFAULT_JOBS
+    from walbucket.admin.verify import show
+    from walbucket.cli.render import render_show, size
+    from walbucket.core.keylayout import KeyLayout
+    from walbucket.store.factory import open_store
 
     store = open_store(settings)
     with _progress() as progress:
@@ -164,8 +164,8 @@ def _tags_expected(settings: Settings) -> bool:
     """Whether objects carry tags: ``object_tags``, or for ``auto`` what the last probe of the endpoint found."""
     if settings.object_tags != "auto":
         return settings.object_tags == "on"
-    from .cli import _endpoint_id
-    from .conditional import remembered_features
+    from walbucket.archive.conditional import remembered_features
+    from walbucket.cli.main import _endpoint_id
 
     state_dir = Path(settings.state_dir) if settings.state_dir else None
     probed = remembered_features(_endpoint_id(settings), state_dir)
@@ -173,11 +173,11 @@ def _tags_expected(settings: Settings) -> bool:
 
 
 def _verify(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
-    from .audit import DEEP_JOBS, verify
-    from .keylayout import KeyLayout
-    from .listing import DEFAULT_JOBS
-    from .render import render_verify
-    from .store.factory import open_store
+    from walbucket.admin.listing import DEFAULT_JOBS
+    from walbucket.admin.verify import DEEP_JOBS, verify
+    from walbucket.cli.render import render_verify
+    from walbucket.core.keylayout import KeyLayout
+    from walbucket.store.factory import open_store
 
     store = open_store(settings)
     with _progress() as progress:
@@ -198,10 +198,10 @@ _DSN_SECRET = re.compile(r"(^|\s)password\s*=|^postgres(ql)?://[^@/]*:[^@/]*@", 
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
-    from .check import psql_switch_wal, run_checks
-    from .keylayout import KeyLayout
-    from .render import render_check
-    from .store.factory import credential_source, open_store
+    from walbucket.admin.check import psql_switch_wal, run_checks
+    from walbucket.cli.render import render_check
+    from walbucket.core.keylayout import KeyLayout
+    from walbucket.store.factory import credential_source, open_store
 
     if args.dsn and _DSN_SECRET.search(args.dsn):
         raise UsageError("--dsn holds a password", hint="give it in ~/.pgpass or PGPASSWORD, not on the command line")
@@ -224,12 +224,12 @@ def _check(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
 
 
 def _backfill(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
-    from .backfill import BACKFILL_JOBS, backfill
-    from .cli import _push_options
-    from .keylayout import KeyLayout
-    from .push import PushOptions
-    from .render import render_backfill, summary_of_backfill
-    from .store.factory import open_store
+    from walbucket.admin.backfill import BACKFILL_JOBS, backfill
+    from walbucket.archive.push import PushOptions
+    from walbucket.cli.main import _push_options
+    from walbucket.cli.render import render_backfill, summary_of_backfill
+    from walbucket.core.keylayout import KeyLayout
+    from walbucket.store.factory import open_store
 
     store = open_store(settings)
     # a dry run writes nothing, not even the conditional-write probe

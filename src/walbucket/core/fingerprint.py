@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - Python 3.12 and later, or a build with
     except ImportError:
         from hashlib import sha256  # type: ignore[assignment,unused-ignore]
 
-from . import __version__
+from walbucket import __version__
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .walname import WalKind, WalName, parse_wal_name
+from walbucket.core.walname import WalKind, WalName, parse_wal_name
 
 __all__ = [
     "FORMAT_VERSION",

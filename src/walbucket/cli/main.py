@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import __version__
-from .errors import (
+from walbucket import __version__
+from walbucket.cli.entry import home_dir
+from walbucket.core.errors import (
     ConfigError,
     StoreUnavailable,
     UsageError,
@@ -25,14 +26,13 @@ from .errors import (
     failure_lines,
     printable,
 )
-from .fastpath import home_dir
-from .fingerprint import settings_fingerprint
-from .settings import CONFIG_ENV, Settings, load_settings
+from walbucket.core.fingerprint import settings_fingerprint
+from walbucket.core.settings import CONFIG_ENV, Settings, load_settings
 
 if TYPE_CHECKING:
-    from .push import PushOptions
-    from .spool import Spool
-    from .store import Store
+    from walbucket.archive.push import PushOptions
+    from walbucket.spooler.spool import Spool
+    from walbucket.store.protocol import Store
 
 __all__ = ["main", "run"]
 
@@ -135,7 +135,7 @@ def _parser() -> _Parser:
     )  # fmt: skip
     for option, dest, kind, text in _LIFECYCLE_OPTIONS:
         lifecycle.add_argument(option, dest=dest, type=kind, metavar="DAYS" if kind is int else "CLASS", help=text)
-    from .cli_admin import add_admin_commands
+    from walbucket.cli.admin import add_admin_commands
 
     add_admin_commands(commands, common)
     return parser
@@ -176,9 +176,9 @@ def _mib(size: int) -> str:
 def _push_options(settings: Settings, store: Store) -> PushOptions:
     from functools import partial
 
-    from .conditional import PLAIN, conditional_writes_usable, remember_unsupported, upload_features
-    from .keylayout import KeyLayout
-    from .push import PushOptions
+    from walbucket.archive.conditional import PLAIN, conditional_writes_usable, remember_unsupported, upload_features
+    from walbucket.archive.push import PushOptions
+    from walbucket.core.keylayout import KeyLayout
 
     state_dir = Path(settings.state_dir) if settings.state_dir else None
     endpoint = _endpoint_id(settings)
@@ -195,7 +195,7 @@ def _push_options(settings: Settings, store: Store) -> PushOptions:
 
 
 def _spool(settings: Settings, fingerprint: str) -> Spool:
-    from .spool import Spool
+    from walbucket.spooler.spool import Spool
 
     if not settings.spool_dir:
         raise ConfigError("missing setting 'spool_dir'", hint="set WALBUCKET_SPOOL_DIR (or HOME) for async mode")
@@ -208,7 +208,7 @@ def _spool(settings: Settings, fingerprint: str) -> Spool:
 
 
 def _starter(args: argparse.Namespace, spool: Spool) -> Callable[[], None]:
-    from .async_client import worker_starter
+    from walbucket.spooler.client import worker_starter
 
     config = ["--config", args.config] if args.config else []
     command = [sys.executable, "-m", "walbucket", *config, "worker"]
@@ -216,9 +216,9 @@ def _starter(args: argparse.Namespace, spool: Spool) -> Callable[[], None]:
 
 
 def _push_async(args: argparse.Namespace, settings: Settings) -> str:
-    from .async_client import describe_push, push_async
-    from .errors import WalFileError
-    from .push import archivable_name
+    from walbucket.archive.push import archivable_name
+    from walbucket.core.errors import WalFileError
+    from walbucket.spooler.client import describe_push, push_async
 
     path = Path(args.path)
     archivable_name(path)
@@ -234,9 +234,9 @@ def _push_async(args: argparse.Namespace, settings: Settings) -> str:
 def _push(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     if settings.async_mode:
         return _push_async(args, settings), 0
-    from .keylayout import KeyLayout
-    from .push import Uploaded, archive, prepare
-    from .store.factory import open_store
+    from walbucket.archive.push import Uploaded, archive, prepare
+    from walbucket.core.keylayout import KeyLayout
+    from walbucket.store.factory import open_store
 
     prepared = prepare(Path(args.path), settings.compression, settings.level)  # a bad file never reaches the store
     store = open_store(settings)
@@ -253,9 +253,9 @@ def _push(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
 def _get(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     if settings.async_mode:
         return _get_async(args, settings)
-    from .get import Missing, get
-    from .keylayout import KeyLayout
-    from .store.factory import open_store
+    from walbucket.archive.get import Missing, get
+    from walbucket.core.keylayout import KeyLayout
+    from walbucket.store.factory import open_store
 
     store = open_store(settings)
     outcome = get(
@@ -269,8 +269,8 @@ def _get(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
 
 
 def _get_async(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
-    from .async_client import describe_get, get_async
-    from .get import restorable_name
+    from walbucket.archive.get import restorable_name
+    from walbucket.spooler.client import describe_get, get_async
 
     restorable_name(args.name)
     spool = _spool(settings, args.fingerprint)
@@ -282,8 +282,8 @@ def _get_async(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
-    from .store.factory import open_store
-    from .worker import Worker, acquire_lock
+    from walbucket.spooler.worker import Worker, acquire_lock
+    from walbucket.store.factory import open_store
 
     logging.getLogger("walbucket").setLevel(logging.INFO)
     spool = _spool(settings, args.fingerprint)
@@ -302,8 +302,8 @@ _LOCK_WAIT = 10.0  # seconds a new worker waits for an old one that drains after
 def _lifecycle(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     import json
 
-    from .keylayout import KeyLayout
-    from .lifecycle import lifecycle_configuration, policy_from_options
+    from walbucket.admin.lifecycle import lifecycle_configuration, policy_from_options
+    from walbucket.core.keylayout import KeyLayout
 
     configuration = lifecycle_configuration(KeyLayout(settings.prefix), policy_from_options(vars(args)))
     print(json.dumps(configuration, indent=2))
@@ -322,7 +322,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], tuple[str, int]]] =
 def _handler(command: str) -> Callable[[argparse.Namespace, Settings], tuple[str, int]]:
     if command in COMMANDS:
         return COMMANDS[command]
-    from .cli_admin import ADMIN_COMMANDS
+    from walbucket.cli.admin import ADMIN_COMMANDS
 
     return ADMIN_COMMANDS[command]
 

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .errors import UsageError
-from .keylayout import KeyLayout
-from .walname import WalKind
+from walbucket.core.errors import UsageError
+from walbucket.core.keylayout import KeyLayout
+from walbucket.core.walname import WalKind
 
 __all__ = [
     "MAX_RULE_ID",
