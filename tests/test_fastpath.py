@@ -1,8 +1,7 @@
-"""The fast path's reading of a flat settings file (fastpath.scan_flat_toml), checked against tomllib."""
+"""The fast path's reading of the settings (cli/scan.py), checked against tomllib and the full command's."""
 
 from __future__ import annotations
 
-import argparse
 import string
 import sys
 from pathlib import Path
@@ -11,9 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from walbucket.cli import entry as fastpath
-from walbucket.cli import main as cli
-from walbucket.cli.entry import scan_flat_toml
+from walbucket.cli.scan import fast_settings, load, scan_flat_toml
 from walbucket.core.fingerprint import settings_fingerprint
 from walbucket.spooler.spool import Spool
 
@@ -147,14 +144,15 @@ def test_the_fast_path_finds_the_spool_the_full_command_uses(
         config = tmp_path / "walbucket.toml"
         config.write_text(file_text)
         env["WALBUCKET_CONFIG"] = str(config)
-    settings, fingerprint = cli._load(argparse.Namespace(config=None), env)
+    settings, fingerprint = load(None, env)
     assert settings.async_mode and settings.spool_dir is not None
-    found = fastpath._settings(env)
+    found = fast_settings(env)
     assert found is not None
-    values, config = found
+    spool_dir, wait, config = found
     assert settings_fingerprint(env, env.get("WALBUCKET_CONFIG"), config) == fingerprint
+    assert wait == settings.async_wait
     spool = Spool.for_data_dir(Path(settings.spool_dir), data_dir, fingerprint)
-    assert fastpath._spool_root(env, values) == str(spool.root)
+    assert Spool.for_data_dir(Path(spool_dir), data_dir, fingerprint).root == spool.root
 
 
 @pytest.mark.parametrize(
@@ -162,6 +160,6 @@ def test_the_fast_path_finds_the_spool_the_full_command_uses(
     [("a\nb", "a\\x0ab"), ("\x1b[2J", "\\x1b[2J"), ("\x9b2J", "\\x9b2J"), ("a\u2028b", "a\\u2028b"), ("ok", "ok")],
 )
 def test_every_control_character_is_escaped_in_what_walbucket_writes(text: str, shown: str) -> None:
-    from walbucket.core.errors import printable
+    from walbucket.cli.lines import printable
 
     assert printable(text) == shown

@@ -136,7 +136,7 @@ def _emit(args: argparse.Namespace, settings: Settings, data: dict[str, Any], li
 
         print(json.dumps({"bucket": settings.bucket, "prefix": settings.prefix, **data}, indent=2))
     else:
-        from walbucket.core.errors import printable
+        from walbucket.cli.lines import printable
 
         print("\n".join(printable(line) for line in lines))  # a key may hold control characters: one line each
 
@@ -144,11 +144,11 @@ def _emit(args: argparse.Namespace, settings: Settings, data: dict[str, Any], li
 def _show(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     from walbucket.admin.listing import DEFAULT_JOBS
     from walbucket.admin.verify import show
-    from walbucket.cli.render import render_show, size
+    from walbucket.cli.lines import size
+    from walbucket.cli.render import render_show
     from walbucket.core.keylayout import KeyLayout
-    from walbucket.store.factory import open_store
 
-    store = open_store(settings)
+    store = args.open_store(settings)
     with _progress() as progress:
         summary = show(
             store, KeyLayout(settings.prefix), exact=args.exact, jobs=args.jobs or DEFAULT_JOBS,
@@ -160,31 +160,19 @@ def _show(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     return line + f"{size(summary.stored_bytes)} stored", 0
 
 
-def _tags_expected(settings: Settings) -> bool:
-    """Whether objects carry tags: ``object_tags``, or for ``auto`` what the last probe of the endpoint found."""
-    if settings.object_tags != "auto":
-        return settings.object_tags == "on"
-    from walbucket.archive.conditional import remembered_features
-    from walbucket.cli.main import _endpoint_id
-
-    state_dir = Path(settings.state_dir) if settings.state_dir else None
-    probed = remembered_features(_endpoint_id(settings), state_dir)
-    return probed is None or probed.tags
-
-
 def _verify(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     from walbucket.admin.listing import DEFAULT_JOBS
     from walbucket.admin.verify import DEEP_JOBS, verify
     from walbucket.cli.render import render_verify
+    from walbucket.cli.wiring import tags_expected
     from walbucket.core.keylayout import KeyLayout
-    from walbucket.store.factory import open_store
 
-    store = open_store(settings)
+    store = args.open_store(settings)
     with _progress() as progress:
         report = verify(
             store, KeyLayout(settings.prefix), deep=args.deep, jobs=args.jobs or DEFAULT_JOBS,
             deep_jobs=args.jobs or DEEP_JOBS, progress=progress, work_dir=_work_dir(), now=time.time(),
-            tags=_tags_expected(settings),
+            tags=tags_expected(settings),
         )  # fmt: skip
     _emit(args, settings, report.to_json(), render_verify(report, _where(settings)))
     errors, warnings = len(report.errors), len(report.warnings)
@@ -201,12 +189,12 @@ def _check(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     from walbucket.admin.check import psql_switch_wal, run_checks
     from walbucket.cli.render import render_check
     from walbucket.core.keylayout import KeyLayout
-    from walbucket.store.factory import credential_source, open_store
+    from walbucket.store.factory import credential_source
 
     if args.dsn and _DSN_SECRET.search(args.dsn):
         raise UsageError("--dsn holds a password", hint="give it in ~/.pgpass or PGPASSWORD, not on the command line")
     # A check should answer in seconds, not wait out a long retry budget against an unreachable endpoint.
-    store = open_store(dataclasses.replace(settings, retry_budget=min(settings.retry_budget, 10.0)))
+    store = args.open_store(dataclasses.replace(settings, retry_budget=min(settings.retry_budget, 10.0)))
     detail = f"bucket '{settings.bucket}', prefix '{settings.prefix}', compression {settings.compression}, "
     detail += f"conditional_writes {settings.conditional_writes}"
     switch = (lambda: psql_switch_wal(args.psql, args.dsn, args.timeout)) if args.dsn else None
@@ -226,14 +214,13 @@ def _check(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
 def _backfill(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     from walbucket.admin.backfill import BACKFILL_JOBS, backfill
     from walbucket.archive.push import PushOptions
-    from walbucket.cli.main import _push_options
     from walbucket.cli.render import render_backfill, summary_of_backfill
+    from walbucket.cli.wiring import push_options
     from walbucket.core.keylayout import KeyLayout
-    from walbucket.store.factory import open_store
 
-    store = open_store(settings)
+    store = args.open_store(settings)
     # a dry run writes nothing, not even the conditional-write probe
-    options = PushOptions() if args.dry_run else _push_options(settings, store)
+    options = PushOptions() if args.dry_run else push_options(settings, store)
     with _progress() as progress:
         report = backfill(
             Path(args.pg_wal), store, KeyLayout(settings.prefix), options, dry_run=args.dry_run,

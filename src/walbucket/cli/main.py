@@ -16,23 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from walbucket import __version__
-from walbucket.cli.entry import home_dir
-from walbucket.core.errors import (
-    ConfigError,
-    StoreUnavailable,
-    UsageError,
-    WalbucketError,
-    exit_code_for,
-    failure_lines,
-    printable,
-)
-from walbucket.core.fingerprint import settings_fingerprint
-from walbucket.core.settings import CONFIG_ENV, Settings, load_settings
+from walbucket.cli.lines import failure_lines, mib, printable, success_line
+from walbucket.cli.scan import load
+from walbucket.cli.wiring import StoreFactory, default_store_factory, open_spool, push_options
+from walbucket.core.errors import StoreUnavailable, UsageError, WalbucketError, exit_code_for
+from walbucket.core.settings import CONFIG_ENV, Settings
 
 if TYPE_CHECKING:
-    from walbucket.archive.push import PushOptions
     from walbucket.spooler.spool import Spool
-    from walbucket.store.protocol import Store
 
 __all__ = ["main", "run"]
 
@@ -141,72 +132,6 @@ def _parser() -> _Parser:
     return parser
 
 
-def _load(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Settings, str]:
-    """Read the settings, and their fingerprint (fingerprint.py) from the same raw environment and file bytes."""
-    path = args.config or env.get(CONFIG_ENV)
-    doc: dict[str, Any] = {}
-    raw = None
-    if path:
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover
-            import tomli as tomllib
-        try:
-            with open(path, "rb") as f:
-                raw = f.read()
-            doc = tomllib.loads(raw.decode())
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file '{path}': {exc.strerror}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file '{path}' is not valid TOML: {exc}") from None
-    fingerprint = settings_fingerprint(env, path, raw)
-    if not env.get("HOME"):  # Debian's pg_ctlcluster starts PostgreSQL without HOME
-        env = {**env, "HOME": home_dir(env)}
-    return load_settings(doc, env, config_name=f"'{path}'" if path else "config file"), fingerprint
-
-
-def _endpoint_id(settings: Settings) -> str:
-    return f"{settings.endpoint_url or 'aws:' + (settings.region or 'default')}/{settings.bucket}"
-
-
-def _mib(size: int) -> str:
-    return f"{size / (1 << 20):.1f} MiB" if size >= 1 << 16 else f"{size} bytes"
-
-
-def _push_options(settings: Settings, store: Store) -> PushOptions:
-    from functools import partial
-
-    from walbucket.archive.conditional import PLAIN, conditional_writes_usable, remember_unsupported, upload_features
-    from walbucket.archive.push import PushOptions
-    from walbucket.core.keylayout import KeyLayout
-
-    state_dir = Path(settings.state_dir) if settings.state_dir else None
-    endpoint = _endpoint_id(settings)
-    mode = settings.conditional_writes
-    layout = KeyLayout(settings.prefix)
-    # Conditional writes first, probed with what every store takes; then what uploads may carry, probed with the
-    # condition where the endpoint honours it (a bucket policy may refuse a PUT without it).
-    conditional = conditional_writes_usable(mode, store.with_features(PLAIN), layout, endpoint, state_dir)
-    features = upload_features(
-        settings.object_tags, settings.upload_checksum, conditional, store, layout, endpoint, state_dir
-    )
-    fallback = partial(remember_unsupported, endpoint, state_dir) if mode == "auto" else None
-    return PushOptions(settings.compression, settings.level, conditional, fallback, features)
-
-
-def _spool(settings: Settings, fingerprint: str) -> Spool:
-    from walbucket.spooler.spool import Spool
-
-    if not settings.spool_dir:
-        raise ConfigError("missing setting 'spool_dir'", hint="set WALBUCKET_SPOOL_DIR (or HOME) for async mode")
-    spool = Spool.for_data_dir(Path(settings.spool_dir), Path.cwd(), fingerprint)
-    try:
-        spool.create()
-    except OSError as exc:
-        raise ConfigError(f"invalid setting 'spool_dir': cannot create '{spool.root}': {exc.strerror}") from None
-    return spool
-
-
 def _starter(args: argparse.Namespace, spool: Spool) -> Callable[[], None]:
     from walbucket.spooler.client import worker_starter
 
@@ -217,14 +142,15 @@ def _starter(args: argparse.Namespace, spool: Spool) -> Callable[[], None]:
 
 def _push_async(args: argparse.Namespace, settings: Settings) -> str:
     from walbucket.archive.push import archivable_name
+    from walbucket.cli.lines import describe_push
     from walbucket.core.errors import WalFileError
-    from walbucket.spooler.client import describe_push, push_async
+    from walbucket.spooler.client import push_async
 
     path = Path(args.path)
     archivable_name(path)
     if not os.access(path, os.R_OK):
         raise WalFileError(f"cannot read WAL file '{path}': no such file or no permission")
-    spool = _spool(settings, args.fingerprint)
+    spool = open_spool(settings, args.fingerprint)
     result = push_async(str(path), str(spool.root), settings.async_wait, _starter(args, spool), args.fingerprint)
     if result is None:  # only without a starter; kept for the type checker
         raise StoreUnavailable("no async worker answered")
@@ -236,18 +162,17 @@ def _push(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
         return _push_async(args, settings), 0
     from walbucket.archive.push import Uploaded, archive, prepare
     from walbucket.core.keylayout import KeyLayout
-    from walbucket.store.factory import open_store
 
     prepared = prepare(Path(args.path), settings.compression, settings.level)  # a bad file never reaches the store
-    store = open_store(settings)
-    options = _push_options(settings, store)
+    store = args.open_store(settings)
+    options = push_options(settings, store)
     layout = KeyLayout(settings.prefix)
     if options.features is not None:
         store = store.with_features(options.features)
     outcome = archive(prepared, store, layout, options.conditional, Path.cwd(), fallback=options.fallback)
     if isinstance(outcome, Uploaded):
-        return f"archived {_mib(outcome.size)} as {_mib(outcome.stored_size)} {outcome.codec}", 0
-    return f"already archived with identical content (duplicate), {_mib(outcome.size)}", 0
+        return f"archived {mib(outcome.size)} as {mib(outcome.stored_size)} {outcome.codec}", 0
+    return f"already archived with identical content (duplicate), {mib(outcome.size)}", 0
 
 
 def _get(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
@@ -255,9 +180,8 @@ def _get(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
         return _get_async(args, settings)
     from walbucket.archive.get import Missing, get
     from walbucket.core.keylayout import KeyLayout
-    from walbucket.store.factory import open_store
 
-    store = open_store(settings)
+    store = args.open_store(settings)
     outcome = get(
         args.name, Path(args.dest), store, KeyLayout(settings.prefix),
         data_dir=Path.cwd(), restore_partial=settings.restore_partial,
@@ -265,15 +189,16 @@ def _get(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     if isinstance(outcome, Missing):
         return "not in the archive", 1
     source = " from its .partial" if outcome.from_partial else ""
-    return f"restored {_mib(outcome.size)}{source} from {_mib(outcome.stored_size)} stored", 0
+    return f"restored {mib(outcome.size)}{source} from {mib(outcome.stored_size)} stored", 0
 
 
 def _get_async(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     from walbucket.archive.get import restorable_name
-    from walbucket.spooler.client import describe_get, get_async
+    from walbucket.cli.lines import describe_get
+    from walbucket.spooler.client import get_async
 
     restorable_name(args.name)
-    spool = _spool(settings, args.fingerprint)
+    spool = open_spool(settings, args.fingerprint)
     starter = _starter(args, spool)
     result = get_async(args.name, args.dest, str(spool.root), settings.async_wait, starter, args.fingerprint)
     if result is None:  # only without a starter; kept for the type checker
@@ -283,14 +208,13 @@ def _get_async(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
 
 def _worker(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     from walbucket.spooler.worker import Worker, acquire_lock
-    from walbucket.store.factory import open_store
 
     logging.getLogger("walbucket").setLevel(logging.INFO)
-    spool = _spool(settings, args.fingerprint)
+    spool = open_spool(settings, args.fingerprint)
     if acquire_lock(spool, wait=_LOCK_WAIT) is None:
         return "another worker serves this data directory", 0
-    store = open_store(settings)
-    worker = Worker(settings, Path.cwd(), spool, store, lambda: _push_options(settings, store))
+    store = args.open_store(settings)
+    worker = Worker(settings, Path.cwd(), spool, store, lambda: push_options(settings, store))
     for signum in (signal.SIGTERM, signal.SIGINT):  # stop gracefully: every waiting command gets its answer
         signal.signal(signum, worker.signalled)
     return f"exited: {worker.serve()}", 0
@@ -348,8 +272,11 @@ def _on_sigterm(_signum: int, _frame: object) -> NoReturn:
     raise _Terminated
 
 
-def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
-    """Run one command and return its exit code (docs/exit-codes.md)."""
+def main(argv: Sequence[str], env: Mapping[str, str], open_store: StoreFactory = default_store_factory) -> int:
+    """Run one command and return its exit code (docs/exit-codes.md).
+
+    ``env`` stands for the process environment; ``open_store`` turns the settings into the store the command uses.
+    """
     started = time.monotonic()
     try:
         args = _parser().parse_args(argv)
@@ -363,8 +290,9 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
         args.command, lambda: str(args.command)
     )()
     try:
-        settings, args.fingerprint = _load(args, env)
+        settings, args.fingerprint = load(args.config, env)
         args.env = env
+        args.open_store = open_store
         line, code = _handler(args.command)(args, settings)
     except _Terminated:
         raise
@@ -375,7 +303,7 @@ def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
         print("\n".join(failure_lines(subject, exc, code, time.monotonic() - started)), file=sys.stderr)
         return code
     if line:
-        print(printable(f"walbucket {subject}: {line} in {time.monotonic() - started:.3f}s"), file=sys.stderr)
+        print(success_line(subject, line, time.monotonic() - started), file=sys.stderr)
     return code
 
 

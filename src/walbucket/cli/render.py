@@ -6,17 +6,11 @@ from walbucket.admin.backfill import BackfillReport
 from walbucket.admin.catalog import ArchiveSummary, Finding, format_lsn, ratio
 from walbucket.admin.check import CheckReport
 from walbucket.admin.verify import VerifyReport
+from walbucket.cli.lines import size
 
 __all__ = ["render_backfill", "render_check", "render_show", "render_verify", "size", "summary_of_backfill"]
 
 _SHOWN = 5  # names listed per finding in text; --json lists up to MAX_NAMED
-
-
-def size(n: int) -> str:
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift:
-            return f"{n / (1 << shift):.1f} {unit}"
-    return f"{n} bytes"
 
 
 def _sizes(original: int, stored: int) -> str:

@@ -42,8 +42,6 @@ __all__ = [
     "WalFileError",
     "WalbucketError",
     "exit_code_for",
-    "failure_lines",
-    "printable",
 ]
 
 INTERNAL_EXIT = 70
@@ -122,28 +120,3 @@ def exit_code_for(exc: BaseException, command: str, standby: bool) -> int:
     if standby and isinstance(exc, StoreUnavailable):
         return StoreUnavailable.standby_get_exit_code
     return exc.get_exit_code
-
-
-# Control characters, and the line breaks str.splitlines() knows beyond them: a name holding one must not split a
-# log line or forge another in PostgreSQL's server log.
-_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {c: f"\\u{c:04x}" for c in (0x2028, 0x2029)}
-
-
-def printable(text: str) -> str:
-    """``text`` with every control character written as an escape (a newline becomes the four characters ``\\x0a``)."""
-    return text.translate(_ESCAPES)
-
-
-def failure_lines(subject: str, exc: BaseException, code: int, elapsed: float | None = None) -> list[str]:
-    """The lines a failed command writes to stderr (PostgreSQL's server log): the error, then a HINT if any.
-
-    ``elapsed`` (seconds since the command started) shows how long it tried: an outage fails after the retry budget.
-    Control characters (from a file name, say) are escaped: each line stays one line.
-    """
-    ending = f"(exit {code})" if elapsed is None else f"(exit {code} after {elapsed:.3f}s)"
-    if not isinstance(exc, WalbucketError):
-        return [printable(f"walbucket {subject}: ERROR: internal error: {exc!r} {ending}")]
-    lines = [f"walbucket {subject}: ERROR: {exc.message} {ending}"]
-    if exc.hint:
-        lines.append(f"HINT: {exc.hint}")
-    return [printable(line) for line in lines]

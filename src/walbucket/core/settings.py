@@ -10,18 +10,26 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 from walbucket.core.codecs import CODECS
 from walbucket.core.errors import ConfigError
 from walbucket.core.keylayout import normalize_prefix
+from walbucket.core.sources import (
+    CONFIG_ENV,
+    DEFAULT_ASYNC_WAIT,
+    ENV_PREFIX,
+    RENAMED,
+    default_spool_dir,
+    default_state_dir,
+    parse_flag,
+    parse_seconds,
+    parse_text,
+    raw_settings,
+)
 
 __all__ = ["CONFIG_ENV", "ENV_PREFIX", "Settings", "load_settings", "setting_env_name"]
 
-ENV_PREFIX = "WALBUCKET_"
-CONFIG_ENV = "WALBUCKET_CONFIG"
-_NOT_SETTINGS = {CONFIG_ENV}
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]")
 _UNREADABLE_CLASSES = {"GLACIER", "DEEP_ARCHIVE"}
 _SIZE_RE = re.compile(r"(?P<n>\d+)\s*(?P<unit>|b|k|kb|kib|m|mb|mib|g|gb|gib)", re.IGNORECASE)
@@ -59,7 +67,7 @@ class Settings:
     async_queue_bytes: int = 512 << 20
     async_workers: int = 4
     async_idle_exit: float = 60.0
-    async_wait: float = 120.0
+    async_wait: float = DEFAULT_ASYNC_WAIT
 
     @property
     def level(self) -> int:
@@ -68,30 +76,16 @@ class Settings:
         return CODECS[self.compression].default_level
 
 
-# Setting names that are not valid Python identifiers, and the field that holds each.
-_RENAMED = {"async": "async_mode"}
-_SETTING_OF_FIELD = {v: k for k, v in _RENAMED.items()}
+_SETTING_OF_FIELD = {v: k for k, v in RENAMED.items()}
 
 
 def setting_env_name(field: str) -> str:
     return ENV_PREFIX + _SETTING_OF_FIELD.get(field, field).upper()
 
 
-def _text(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("expected a non-empty string")
-    return value.strip()
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError("expected true or false")
+_text = parse_text
+_bool = parse_flag
+_seconds = parse_seconds
 
 
 def _int(value: Any) -> int:
@@ -105,13 +99,6 @@ def _bounded_int(value: Any, low: int, high: int) -> int:
     if not low <= number <= high:
         raise ValueError(f"expected a whole number from {low} to {high}")
     return number
-
-
-def _seconds(value: Any) -> float:
-    seconds = float(str(value).strip())
-    if not seconds > 0 or seconds > 86400:
-        raise ValueError("expected seconds, more than 0 and at most 86400")
-    return seconds
 
 
 def _size(value: Any) -> int:
@@ -196,24 +183,16 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
 def load_settings(file_doc: Mapping[str, Any], env: Mapping[str, str], config_name: str = "config file") -> Settings:
     """Build Settings from a parsed TOML document and the environment; raise ConfigError naming the bad setting."""
     names = {_SETTING_OF_FIELD.get(f.name, f.name) for f in fields(Settings)}
-    raw: dict[str, tuple[Any, str]] = {}
-    for key, value in file_doc.items():
+    for key in file_doc:
         if key not in names:
             raise ConfigError(f"unknown setting '{key}' in {config_name}")
-        raw[_RENAMED.get(key, key)] = (value, f"'{key}' in {config_name}")
-    for key, value in env.items():
-        if not key.startswith(ENV_PREFIX) or key in _NOT_SETTINGS:
-            continue
-        name = key[len(ENV_PREFIX) :].lower()
-        if name not in names:
+    for key in env:
+        if key.startswith(ENV_PREFIX) and key != CONFIG_ENV and key[len(ENV_PREFIX) :].lower() not in names:
             raise ConfigError(f"unknown setting {key} in the environment")
-        field = _RENAMED.get(name, name)
-        if value == "":
-            raw.pop(field, None)  # an empty variable unsets, as in a shell
-            continue
-        raw[field] = (value, key)
+    raw = raw_settings(file_doc, env, config_name)
     values: dict[str, Any] = {}
-    for field, (value, origin) in raw.items():
+    for name, (value, origin) in raw.items():
+        field = RENAMED.get(name, name)
         try:
             values[field] = _PARSERS[field](value)
         except ValueError as exc:
@@ -225,10 +204,10 @@ def load_settings(file_doc: Mapping[str, Any], env: Mapping[str, str], config_na
         )
     if "region" not in values and env.get("AWS_REGION", "").strip():  # the newer AWS SDKs' name; boto3 ignores it
         values["region"] = env["AWS_REGION"].strip()
-    if "state_dir" not in values and env.get("HOME"):
-        values["state_dir"] = str(Path(env["HOME"]) / ".cache" / "walbucket")
+    if "state_dir" not in values and default_state_dir(env.get("HOME", "")):
+        values["state_dir"] = default_state_dir(env["HOME"])
     if "spool_dir" not in values and "state_dir" in values:
-        values["spool_dir"] = str(Path(values["state_dir"]) / "spool")
+        values["spool_dir"] = default_spool_dir(values["state_dir"])
     settings = Settings(**values)
     _check_combinations(settings)
     return settings

@@ -2,7 +2,7 @@
 
 This is the path PostgreSQL runs thousands of times, so it imports only os, socket, json and walbucket's errors
 (no boto3, no dataclasses, no pathlib): the lean entry point fastpath.py calls it before anything else is imported.
-Results are plain dicts; :func:`describe_push` and :func:`describe_get` turn them into the log line.
+Results are plain dicts; cli/lines.py turns them into the log line.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     Starter = Callable[[], None] | None
 
-__all__ = ["describe_get", "describe_push", "get_async", "push_async", "worker_starter"]
+__all__ = ["get_async", "push_async", "worker_starter"]
 
 
 def worker_starter(command: Sequence[str], data_dir: str, root: str, env: Mapping[str, str]) -> Callable[[], None]:
@@ -112,26 +112,3 @@ def get_async(
         if spoolfiles.hand_over(root, fingerprint, name, dest):
             return {"status": "ok", "size": os.stat(dest).st_size, "from_spool": False}
     raise StoreUnavailable(f"the async worker restored '{name}' but it vanished from the spool three times")
-
-
-def _mib(size: object) -> str:
-    if not isinstance(size, int):
-        return ""
-    return f"{size / (1 << 20):.1f} MiB" if size >= 1 << 16 else f"{size} bytes"
-
-
-def describe_push(result: dict[str, Any]) -> str:
-    if result.get("from_spool"):
-        return f"{result['outcome']} (stored ahead by the async worker)"
-    size = _mib(result.get("size"))
-    if result.get("outcome") == "duplicate":
-        return f"already archived with identical content (duplicate), {size} via the async worker"
-    stored = _mib(result.get("stored"))
-    return f"archived {size} as {stored} via the async worker"
-
-
-def describe_get(result: dict[str, Any]) -> tuple[str, int]:
-    if result.get("status") == "missing":
-        return "not in the archive", 1
-    source = "the prefetch spool" if result.get("from_spool") else "the async worker"
-    return f"restored {_mib(result.get('size'))} from {source}", 0
