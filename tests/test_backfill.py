@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,26 @@ def test_backfill_json_structure(tmp_path: Path) -> None:
         "counts": {"uploaded": 1, "duplicate": 0, "conflict": 0, "refused": 0, "would-upload": 0, "skipped": 0},
     }  # fmt: skip
     assert file["name"] == seg(1) and file["outcome"] == "uploaded" and file["size"] == SEG_SIZE
+
+
+@pytest.mark.parametrize(
+    ("name", "build"),
+    [
+        (seg(4), lambda name: segment_bytes(name, page_timeline=2)),  # a later timeline's page in timeline 1's name
+        (seg(4), lambda name: segment_bytes(name, size=8192)),  # truncated
+        (seg(4), lambda name: segment_bytes(seg(2))),  # recycled
+        ("000000010000000000000100", segment_bytes),  # no such segment at 16 MiB: it aliases 000000010000000100000000
+    ],
+    ids=["timeline", "size", "address", "name"],
+)
+def test_a_dry_run_refuses_what_push_refuses_in_the_same_words(
+    tmp_path: Path, name: str, build: Callable[[str], bytes]
+) -> None:
+    store = MemoryStore()
+    archive(store, tmp_path, seg(1))
+    pg_wal = PgWal(tmp_path)
+    pg_wal.add(name, build(name))
+    [predicted] = backfill(pg_wal.path, store, LAYOUT, OPTIONS, dry_run=True).items
+    [pushed] = backfill(pg_wal.path, store, LAYOUT, OPTIONS).items
+    assert pushed.outcome == "refused"
+    assert (predicted.outcome, predicted.detail) == (pushed.outcome, pushed.detail)

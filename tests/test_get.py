@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from walbucket.archive.get import Missing, Restored, get
-from walbucket.archive.push import IdentityMemo, PushOptions, push
+from walbucket.archive.identity import IdentityMemo
+from walbucket.archive.push import PushOptions, push
 from walbucket.core.errors import DamagedDownload, IdentityMismatch, IntegrityError, UsageError, WalFileError
 from walbucket.core.identity import ArchiveIdentity, encode_identity
 from walbucket.core.keylayout import KeyLayout
@@ -301,6 +302,21 @@ def test_an_object_holding_another_segment_is_an_integrity_error(store: MemorySt
     with pytest.raises(IntegrityError) as caught:
         get(FIRST, dest_dir / FIRST, store, LAYOUT, data_dir=None)
     assert caught.value.message == f"the object for WAL file '{FIRST}' holds another segment's data"
+    assert_nothing_written(dest_dir)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [segment_bytes(FIRST, seg_size=SEG, page_timeline=2), segment_bytes(FIRST, seg_size=SEG)[: SEG // 2]],
+    ids=["later-timeline", "short"],
+)
+def test_an_object_whose_header_disagrees_with_its_name_as_push_checks_it_is_an_integrity_error(
+    store: MemoryStore, dest_dir: Path, data: bytes
+) -> None:
+    """The rule push applies before storing a segment holds for what get restores: one rule, core/walheader.py."""
+    store.put(FIRST_KEY, data, _metadata(data), {})
+    with pytest.raises(IntegrityError, match=f"^the object for WAL file '{FIRST}' "):
+        get(FIRST, dest_dir / FIRST, store, LAYOUT, data_dir=None)
     assert_nothing_written(dest_dir)
 
 

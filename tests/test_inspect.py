@@ -12,23 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from walbucket.admin.catalog import (
-    FileSummary,
-    HistoryEntry,
-    TimelineSummary,
-    catalog,
-    format_lsn,
-    missing_runs,
-    parse_history,
-    parse_lsn,
-)
-from walbucket.admin.findings import FINDINGS
+from walbucket.admin.catalog import FileSummary, TimelineSummary, catalog, missing_runs
+from walbucket.admin.finding import FINDINGS
 from walbucket.admin.listing import list_archive, plan_prefixes
 from walbucket.admin.verify import VerifyReport, show, verify
 from walbucket.archive.push import PushOptions, push
 from walbucket.core.errors import IntegrityError
 from walbucket.core.identity import ArchiveIdentity, encode_identity
 from walbucket.core.keylayout import TAG_KIND, KeyLayout, object_metadata, object_tags
+from walbucket.core.timeline import HistoryEntry, format_lsn, parse_history, parse_lsn
 from walbucket.core.walname import Segment, parse_wal_name
 from walbucket.store.memory import MemoryStore
 from walbucket.store.protocol import ObjectInfo

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from walbucket.archive.push import AlreadyArchived, IdentityMemo, PushOptions, Uploaded, load_identity, push
+from walbucket.archive.identity import IdentityMemo, load_identity
+from walbucket.archive.push import AlreadyArchived, PushOptions, Uploaded, push
 from walbucket.core.codecs import CODECS
 from walbucket.core.errors import (
     ArchiveConflict,

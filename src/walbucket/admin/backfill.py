@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from walbucket.admin.listing import Progress, Tally, run_parallel
-from walbucket.archive.push import IdentityMemo, PushOptions, Uploaded, load_identity, push
+from walbucket.archive.identity import IdentityMemo, load_identity
+from walbucket.archive.push import PushOptions, Uploaded, push
 from walbucket.core.errors import ArchiveConflict, IdentityMismatch, WalFileError
 from walbucket.core.identity import identity_conflict
 from walbucket.core.keylayout import META_SHA256, KeyLayout
-from walbucket.core.walheader import HeaderError, read_wal_header
+from walbucket.core.walheader import HeaderError, read_wal_header, segment_mismatch
 from walbucket.core.walname import WalKind, WalName, parse_wal_name
 from walbucket.store.protocol import Store
 
@@ -160,15 +161,14 @@ def _predict(wal: WalName, path: Path, store: Store, layout: KeyLayout, memo: Id
 
 
 def _header_problem(wal: WalName, path: Path, store: Store, layout: KeyLayout, memo: IdentityMemo) -> str | None:
+    """Push's refusal of a segment in push's words (core/walheader.py's rule), or None."""
     try:
         header = read_wal_header(path)
     except HeaderError as exc:
         return f"WAL file '{wal.name}' is not a valid segment: {exc}"
-    assert wal.segment is not None
-    if header.page_lsn != wal.segment.start_lsn(header.seg_size):
-        return f"WAL file '{wal.name}' holds the data of another segment (a recycled file)"
-    if path.stat().st_size != header.seg_size:
-        return f"WAL file '{wal.name}' is not {header.seg_size} bytes long"
+    mismatch = segment_mismatch(wal, header, path.stat().st_size)
+    if mismatch is not None:
+        return f"WAL file '{wal.name}' {mismatch.detail}"
     identity = load_identity(store, layout, memo)
     conflict = identity_conflict(identity, header) if identity is not None else None
     return None if conflict is None else f"WAL file '{wal.name}' does not belong to this archive: {conflict}"

@@ -1,119 +1,46 @@
 """Analyse an archive from its listing: timelines, segment ranges, gaps, and what is wrong with them. Pure.
 
 Values in (the listing's keys and stored sizes, the identity, parsed history files, metadata and tags where read),
-values out: a Catalog and an ArchiveSummary for ``walbucket show``; walbucket.findings turns them into Findings
+values out: a Catalog and an ArchiveSummary for ``walbucket show``; admin/findings.py turns them into Findings
 for ``walbucket verify``.
 
-Timelines follow PostgreSQL: the history file of timeline T lists its ancestry, one line per ancestor
-(``timeline<TAB>switch LSN<TAB>reason``); the last line names T's parent P and the LSN S where T branched off.
-Recovery through T reads P's segments up to the one before S's segment and T's from S's segment on
+Timelines follow PostgreSQL (core/timeline.py reads history files): when timeline T branched off its parent P at
+LSN S, recovery through T reads P's segments up to the one before S's segment and T's from S's segment on
 (XLogFileReadAnyTLI), so P must be archived up to ``segno(S) - 1`` and T from ``segno(S)``.
 """
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from walbucket.core.identity import ArchiveIdentity
 from walbucket.core.keylayout import KeyLayout
+from walbucket.core.timeline import Histories, format_lsn
 from walbucket.core.walname import Segment, WalKind, WalName
 from walbucket.store.protocol import ObjectInfo
 
 __all__ = [
     "DEFAULT_SEG_SIZE",
-    "MAX_NAMED",
     "ArchiveSummary",
     "Catalog",
     "FileSummary",
-    "Finding",
-    "Histories",
-    "HistoryEntry",
-    "Severity",
     "TimelineSummary",
     "catalog",
-    "format_lsn",
     "identity_seg_size",
     "missing_runs",
-    "parse_history",
-    "parse_lsn",
     "ratio",
     "segment_name",
     "summarize",
 ]
 
 DEFAULT_SEG_SIZE = 16 << 20  # only when the archive has no identity.json to say otherwise
-MAX_NAMED = 1000  # a finding names at most this many objects; ``count`` says how many there are
-
-Severity = Literal["error", "warning"]
-
-_HISTORY_LINE = re.compile(r"(\d+)\s+([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})(?:\s+(.*))?")
-
-
-def parse_lsn(text: str) -> int:
-    high, _, low = text.partition("/")
-    return (int(high, 16) << 32) | int(low, 16)
-
-
-def format_lsn(lsn: int) -> str:
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
 def segment_name(timeline: int, number: int, seg_size: int) -> str:
     return Segment.from_number(timeline, number, seg_size).name
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """One line of a history file: ``timeline`` ended at ``switch_lsn``, where its successor began."""
-
-    timeline: int
-    switch_lsn: int
-    reason: str = ""
-
-
-def parse_history(text: str) -> tuple[HistoryEntry, ...]:
-    """Parse a timeline history file as PostgreSQL reads it (readTimeLineHistory); raise ValueError."""
-    entries: list[HistoryEntry] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = _HISTORY_LINE.fullmatch(line)
-        if match is None:
-            raise ValueError(f"line {number} is not 'timeline<TAB>LSN<TAB>reason'")
-        timeline = int(match[1])
-        if timeline == 0 or (entries and timeline <= entries[-1].timeline):
-            raise ValueError(f"line {number}: timeline IDs must be positive and increasing")
-        entries.append(HistoryEntry(timeline, parse_lsn(f"{match[2]}/{match[3]}"), (match[4] or "").strip()))
-    if not entries:
-        raise ValueError("it holds no timeline entry")
-    return tuple(entries)
-
-
-# timeline -> its parsed history file, or why it could not be read or parsed
-Histories = Mapping[int, "tuple[HistoryEntry, ...] | str"]
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """A problem (``error``) or something to look at (``warning``), naming the objects and what to do."""
-
-    code: str
-    severity: Severity
-    message: str
-    objects: tuple[str, ...] = ()
-    count: int = 0  # how many objects; more than len(objects) when the names were cut at MAX_NAMED
-    hint: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "code": self.code, "severity": self.severity, "message": self.message,
-            "objects": list(self.objects), "count": self.count, "hint": self.hint,
-        }  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from walbucket.archive.conditional import PLAIN, probe_conditional_writes
-from walbucket.archive.push import load_identity
+from walbucket.archive.identity import load_identity
 from walbucket.core.errors import ConfigError, IntegrityError, StoreUnavailable, WalbucketError
 from walbucket.core.identity import ArchiveIdentity
 from walbucket.core.keylayout import TAG_KIND, KeyLayout

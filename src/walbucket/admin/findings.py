@@ -1,7 +1,6 @@
 """What can be wrong with an archive, found from its Catalog, history files, metadata and tags. Pure.
 
-Every problem is a Finding whose code, severity and hint come from the table FINDINGS (docs/inspect.md explains
-each). ``error`` findings make ``walbucket verify`` exit 11; ``warning`` findings are reported only.
+Every problem is a Finding whose code, severity and hint come from the table in admin/finding.py.
 """
 
 from __future__ import annotations
@@ -9,17 +8,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from walbucket.admin.catalog import (
-    MAX_NAMED,
-    Catalog,
-    Finding,
-    Histories,
-    HistoryEntry,
-    Severity,
-    format_lsn,
-    missing_runs,
-)
+from walbucket.admin.catalog import Catalog, missing_runs
 from walbucket.admin.catalog import segment_name as _name
+from walbucket.admin.finding import MAX_NAMED, Finding, finding
 from walbucket.core.codecs import CODECS
 from walbucket.core.identity import ArchiveIdentity
 from walbucket.core.keylayout import (
@@ -32,70 +23,10 @@ from walbucket.core.keylayout import (
     TAG_SYSTEM_ID,
     TAG_TIMELINE,
 )
+from walbucket.core.timeline import Histories, HistoryEntry, format_lsn
 from walbucket.core.walname import WalName
 
-__all__ = ["FINDINGS", "finding", "group_problems", "object_problems", "structural_findings"]
-
-_BACKFILL = "walbucket backfill <pg_wal directory>"
-FINDINGS: dict[str, tuple[Severity, str]] = {
-    "missing-identity": ("error", "the next segment pushed, from whatever cluster, becomes the archive's identity: "
-                         "make sure only this cluster archives here, then push any of its segments"),
-    "unreadable-identity": ("error", "inspect identity.json (docs/key-layout.md#identityjson); push and get fail "
-                            "until it is a valid identity document"),
-    "missing-history": ("error", f"recovery cannot follow the timeline without it: push pg_wal/<T>.history from the "
-                        f"server that was promoted to it ({_BACKFILL} on that server)"),
-    "unreadable-history": ("error", "recovery cannot follow the timeline with this file: push the intact file "
-                           "from the promoted server's pg_wal after removing the damaged object"),
-    "broken-history-chain": ("error", f"push the parent timeline's history file from the pg_wal of the server "
-                             f"that created it ({_BACKFILL})"),
-    "inconsistent-history": ("error", "two history files disagree about the ancestry: two clusters may share "
-                             "this prefix; compare them with the files in each server's pg_wal"),
-    "gap": ("error", f"recovery stops at the first missing segment: if a server of that timeline still has them, "
-            f"{_BACKFILL} there; otherwise take a new base backup, which needs only WAL after it"),
-    "timeline-end-gap": ("error", f"the old primary had not archived them before the failover: run {_BACKFILL} "
-                         f"with the old primary's pg_wal (or the promoted standby's, which received them by "
-                         f"streaming) before they are recycled"),
-    "timeline-start-gap": ("error", f"run {_BACKFILL} with the pg_wal of the server promoted to that timeline"),
-    "timeline-continues": ("warning", "normal when a point-in-time recovery promoted a copy; after a failover it "
-                           "means the old primary wrote or archived WAL past the switch point (replication lag, "
-                           "or it kept running): make sure it is stopped"),
-    "orphan-partial": ("error", f"the promoted server archived the .partial but not its new timeline's history "
-                       f"file: {_BACKFILL} with its pg_wal; if that promotion was abandoned, this is harmless"),
-    "partial-off-switch-point": ("warning", "the .partial does not hold the switch point of any successor "
-                                 "timeline: check the history files"),
-    "bad-metadata": ("error", "get refuses these objects (exit 210): they were not written by walbucket push or "
-                     "were copied by a tool that drops user metadata; copy them back with their metadata"),
-    "bad-tags": ("warning", "lifecycle rules and inspection filter on tags: set them again as "
-                 "docs/key-layout.md#tags describes (aws s3api put-object-tagging)"),
-    "identity-mismatch": ("error", "these objects belong to another cluster: two clusters share this prefix or "
-                          "objects were copied here; find the other writer and give each cluster its own prefix"),
-    "damaged-object": ("error", "get refuses it and recovery stops there: remove the object and push the file "
-                       f"again ({_BACKFILL}) from a pg_wal that still has it, or take a new base backup after it"),
-    "vanished": ("warning", "the object was listed but was gone when read: a lifecycle rule or a person deleted it"),
-    "foreign-object": ("warning", "walbucket did not write these keys and ignores them"),
-    "backup-wal-missing": ("warning", "restore a newer base backup; if its WAL expired before its backup history "
-                           "file, expire backup history files before the WAL they need (docs/retention.md)"),
-    "backup-outlives-wal": ("warning", "until its backup history file expires too, the archive records a backup that "
-                            "cannot be restored: expire backup history files before the WAL they need (walbucket "
-                            "lifecycle --backup-days lower than --wal-days by more days than a base backup takes, "
-                            "archiving lag included), or keep WAL as long as the backups you may restore"),
-    "backup-wal-expiring": ("warning", "no backup recorded in the archive will be restorable once that WAL expires: "
-                            "take a new base backup now, and keep WAL longer than the interval between base "
-                            "backups (walbucket lifecycle --wal-days; docs/retention.md)"),
-    "backup-record-expiring": ("warning", "base backups may have stopped: take a new base backup now. Once the last "
-                               "backup history file has expired, verify has no backup left to compare the WAL rule "
-                               "with: keep backup history files longer than the interval between base backups "
-                               "(walbucket lifecycle --backup-days)"),
-    "lifecycle-unreadable": ("warning", "grant s3:GetLifecycleConfiguration on the bucket to whoever runs walbucket "
-                             "verify (walbucket never changes the bucket's configuration)"),
-}  # fmt: skip
-
-
-def finding(code: str, message: str, objects: Iterable[str] = (), count: int | None = None) -> Finding:
-    """Build a Finding of a code in FINDINGS, which supplies its severity and hint."""
-    severity, hint = FINDINGS[code]
-    named = tuple(objects)
-    return Finding(code, severity, message, named[:MAX_NAMED], len(named) if count is None else count, hint)
+__all__ = ["group_problems", "object_problems", "structural_findings"]
 
 
 def structural_findings(

@@ -34,8 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from walbucket.admin.catalog import Finding
-from walbucket.admin.findings import finding
+from walbucket.admin.finding import Finding, finding
 from walbucket.core.keylayout import TAG_PG_VERSION, TAG_SYSTEM_ID, KeyLayout, object_tags
 from walbucket.core.walname import WalKind, WalName, parse_wal_name
 

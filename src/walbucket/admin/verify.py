@@ -14,25 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from walbucket.admin.catalog import (
-    ArchiveSummary,
-    Catalog,
-    Finding,
-    Histories,
-    HistoryEntry,
-    catalog,
-    identity_seg_size,
-    parse_history,
-    summarize,
-)
-from walbucket.admin.findings import finding, group_problems, object_problems, structural_findings
+from walbucket.admin.catalog import ArchiveSummary, Catalog, catalog, identity_seg_size, summarize
+from walbucket.admin.finding import Finding, finding
+from walbucket.admin.findings import group_problems, object_problems, structural_findings
 from walbucket.admin.listing import DEFAULT_JOBS, Progress, Tally, list_archive, run_parallel
 from walbucket.admin.retention import retention_findings
 from walbucket.archive.get import verify_into
-from walbucket.archive.push import IdentityMemo, load_identity
+from walbucket.archive.identity import IdentityMemo, load_identity
 from walbucket.core.errors import IdentityMismatch, IntegrityError, StoreError, StoreUnavailable
 from walbucket.core.identity import ArchiveIdentity
 from walbucket.core.keylayout import META_SIZE, KeyLayout
+from walbucket.core.timeline import Histories, HistoryEntry, parse_history
 from walbucket.core.walname import WalName
 from walbucket.store.protocol import ObjectInfo, Store, StoredObject
 

@@ -9,12 +9,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from walbucket.archive.fsutil import AtomicFile
-from walbucket.archive.push import IdentityMemo, load_identity
+from walbucket.archive.identity import IdentityMemo, load_identity
 from walbucket.core.codecs import CODECS, Codec
 from walbucket.core.errors import DamagedDownload, IdentityMismatch, IntegrityError, UsageError, WalFileError
 from walbucket.core.identity import identity_conflict
 from walbucket.core.keylayout import META_CODEC, META_NAME, META_SHA256, META_SIZE, META_SYSTEM_ID, KeyLayout
-from walbucket.core.walheader import LONG_HEADER_SIZE, HeaderError, WalHeader, parse_long_header, read_control_system_id
+from walbucket.core.walheader import (
+    LONG_HEADER_SIZE,
+    HeaderError,
+    SegmentMismatch,
+    WalHeader,
+    parse_long_header,
+    read_control_system_id,
+    segment_mismatch,
+)
 from walbucket.core.walname import WalKind, WalName, parse_wal_name, segments_per_log
 from walbucket.store.protocol import Store, StoredObject
 
@@ -140,7 +148,7 @@ def verify_into(
                     f"WAL file '{wal.name}' from '{key}' fails its checksum (SHA-256 or size differ from the metadata)",
                     hint="the stored object is damaged; restore stopped so that recovery does not replay bad WAL",
                 )
-            header = _check_header(wal, head, store, layout, local_id, memo) if wal.is_wal_data else None
+            header = _check_header(wal, head, size, store, layout, local_id, memo) if wal.is_wal_data else None
             out.commit()
     except OSError as exc:  # the local disk failed, not the stored object
         raise WalFileError(f"cannot write WAL file '{dest}': {exc.strerror}") from None
@@ -181,26 +189,36 @@ def _check_system_id(wal: WalName, stored_id: str | None, local_id: int | None) 
 
 
 def _check_header(
-    wal: WalName, head: bytes, store: Store, layout: KeyLayout, local_id: int | None, memo: IdentityMemo | None
+    wal: WalName,
+    head: bytes,
+    size: int,
+    store: Store,
+    layout: KeyLayout,
+    local_id: int | None,
+    memo: IdentityMemo | None,
 ) -> WalHeader:
     try:
         header = parse_long_header(head)
     except HeaderError as exc:
         raise IntegrityError(f"WAL file '{wal.name}' restored from the archive is not a valid segment: {exc}") from None
-    assert wal.segment is not None
-    if not wal.segment.fits(header.seg_size):  # checked first: such a name aliases another one's start LSN
-        raise IntegrityError(
-            f"the object for WAL file '{wal.name}' holds a segment of size {header.seg_size}, at which that name does "
-            f"not exist (its last 8 hex digits must be below {segments_per_log(header.seg_size):08X})"
-        )
-    if header.page_lsn != wal.segment.start_lsn(header.seg_size):
-        raise IntegrityError(f"the object for WAL file '{wal.name}' holds another segment's data")
+    mismatch = segment_mismatch(wal, header, size)
+    if mismatch is not None:
+        raise IntegrityError(f"the object for WAL file '{wal.name}' {_restored_words(mismatch, header)}")
     _check_system_id(wal, str(header.system_id), local_id)
     identity = load_identity(store, layout, memo)
     conflict = identity_conflict(identity, header) if identity is not None else None
     if conflict is not None:
         raise IdentityMismatch(f"WAL file '{wal.name}' does not belong to this archive: {conflict}", hint=_HINT)
     return header
+
+
+def _restored_words(mismatch: SegmentMismatch, header: WalHeader) -> str:
+    if mismatch.reason == "name":
+        return (
+            f"holds a segment of size {header.seg_size}, at which that name does not exist "
+            f"(its last 8 hex digits must be below {segments_per_log(header.seg_size):08X})"
+        )
+    return "holds another segment's data" if mismatch.reason == "address" else mismatch.detail
 
 
 _HINT = "restore_command reads another cluster's archive: check the bucket and prefix settings"

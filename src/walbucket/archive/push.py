@@ -9,31 +9,35 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from walbucket.archive.identity import IDENTITY_HINT, IdentityMemo, ensure_identity, load_identity
 from walbucket.core.codecs import CODECS, Codec
 from walbucket.core.errors import (
     ArchiveConflict,
     ConditionalWritesUnsupported,
     IdentityMismatch,
-    IntegrityError,
     StoreError,
     UsageError,
     WalFileError,
 )
-from walbucket.core.identity import ArchiveIdentity, decode_identity, encode_identity, identity_conflict
-from walbucket.core.keylayout import META_SHA256, TAG_KIND, KeyLayout, object_metadata, object_tags
-from walbucket.core.walheader import LONG_HEADER_SIZE, HeaderError, WalHeader, parse_long_header, read_control_system_id
-from walbucket.core.walname import WalName, parse_wal_name, segments_per_log
+from walbucket.core.keylayout import META_SHA256, KeyLayout, object_metadata, object_tags
+from walbucket.core.walheader import (
+    LONG_HEADER_SIZE,
+    HeaderError,
+    WalHeader,
+    parse_long_header,
+    read_control_system_id,
+    segment_mismatch,
+)
+from walbucket.core.walname import WalName, parse_wal_name
 from walbucket.store.protocol import ObjectInfo, Store, StoreFeatures
 
 __all__ = [
     "AlreadyArchived",
-    "IdentityMemo",
     "Prepared",
     "PushOptions",
     "Uploaded",
     "archivable_name",
     "archive",
-    "load_identity",
     "prepare",
     "push",
 ]
@@ -160,28 +164,6 @@ def _archive(
     return Uploaded(wal.name, key, size, len(body), prepared.codec, False)
 
 
-class IdentityMemo:
-    """The archive identity once known: it never changes, so a long-running process reads it once."""
-
-    def __init__(self) -> None:
-        self.value: ArchiveIdentity | None = None
-
-
-def load_identity(store: Store, layout: KeyLayout, memo: IdentityMemo | None = None) -> ArchiveIdentity | None:
-    if memo is not None and memo.value is not None:
-        return memo.value
-    stored = store.read(layout.identity_key)
-    if stored is None:
-        return None
-    try:
-        identity = decode_identity(stored.body)
-    except ValueError as exc:
-        raise IntegrityError(f"archive identity '{layout.identity_key}' is unreadable: {exc}") from None
-    if memo is not None:
-        memo.value = identity
-    return identity
-
-
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A WAL file read, hashed and compressed, not yet checked against the archive."""
@@ -241,13 +223,13 @@ def _check_content(
             raise IdentityMismatch(
                 f"'{wal.name}' comes from a cluster with system id {local}, "
                 f"but the archive belongs to system id {identity.system_id}",
-                hint=_IDENTITY_HINT,
+                hint=IDENTITY_HINT,
             )
         if identity is not None:
             return identity.system_id, identity.pg_version
         return local, None
     header = _header(wal, prepared.head, prepared.size)
-    _ensure_identity(wal, header, store, layout, conditional, memo)
+    ensure_identity(wal, header, store, layout, conditional, memo)
     return header.system_id, header.pg_version
 
 
@@ -256,58 +238,17 @@ def _header(wal: WalName, head: bytes, size: int) -> WalHeader:
         header = parse_long_header(head)
     except HeaderError as exc:
         raise WalFileError(f"WAL file '{wal.name}' is not a valid segment: {exc}") from None
-    assert wal.segment is not None  # segments and partials always have one
-    if size != header.seg_size:
-        raise WalFileError(
-            f"WAL file '{wal.name}' is {size} bytes, but its segment size is {header.seg_size}",
-            hint="the file is truncated or not a WAL segment; PostgreSQL only archives complete segments",
-        )
-    if not wal.segment.fits(header.seg_size):  # checked first: such a name aliases another one's start LSN
-        raise WalFileError(
-            f"WAL file '{wal.name}' is not a segment name at segment size {header.seg_size}: "
-            f"its last 8 hex digits must be below {segments_per_log(header.seg_size):08X}",
-            hint="the file was renamed or copied under a wrong name",
-        )
-    if header.page_lsn != wal.segment.start_lsn(header.seg_size) or header.timeline > wal.timeline:
-        raise WalFileError(
-            f"WAL file '{wal.name}' holds the data of another segment (page address {_lsn(header.page_lsn)}, "
-            f"timeline {header.timeline})",
-            hint="the file was renamed or copied under a wrong name",
-        )
+    mismatch = segment_mismatch(wal, header, size)
+    if mismatch is not None:
+        raise WalFileError(f"WAL file '{wal.name}' {mismatch.detail}", hint=_MISMATCH_HINTS[mismatch.reason])
     return header
 
 
-def _ensure_identity(
-    wal: WalName, header: WalHeader, store: Store, layout: KeyLayout, conditional: bool, memo: IdentityMemo | None
-) -> None:
-    identity = load_identity(store, layout, memo)
-    if identity is None:
-        mine = ArchiveIdentity.from_header(header)
-        body, tags = encode_identity(mine), {TAG_KIND: "identity"}
-        if not conditional:
-            store.put(layout.identity_key, body, {}, tags)
-            if memo is not None:
-                memo.value = mine
-            return
-        if store.create(layout.identity_key, body, {}, tags):
-            if memo is not None:
-                memo.value = mine
-            log.info("created archive identity: system id %d, PostgreSQL %d", mine.system_id, mine.pg_version)
-            return
-        identity = load_identity(store, layout, memo)  # another writer created it first: check against theirs
-        if identity is None:
-            raise StoreError(f"archive identity '{layout.identity_key}' exists but cannot be read")
-    conflict = identity_conflict(identity, header)
-    if conflict is not None:
-        raise IdentityMismatch(
-            f"WAL file '{wal.name}' does not belong to this archive: {conflict}", hint=_IDENTITY_HINT
-        )
-
-
-_IDENTITY_HINT = (
-    "each cluster needs its own bucket or prefix; check WALBUCKET_PREFIX, or archive a new cluster "
-    "(after initdb or pg_upgrade) under a new prefix"
-)
+_MISMATCH_HINTS = {
+    "size": "the file is truncated or not a WAL segment; PostgreSQL only archives complete segments",
+    "name": "the file was renamed or copied under a wrong name",
+    "address": "the file was renamed or copied under a wrong name",
+}
 
 
 def _compare(wal: WalName, key: str, digest: str, size: int, existing: ObjectInfo) -> AlreadyArchived:
@@ -318,7 +259,3 @@ def _compare(wal: WalName, key: str, digest: str, size: int, existing: ObjectInf
         hint="an old primary may still be running after a failover (split brain), or two clusters share one prefix; "
         "the archived object was not changed and PostgreSQL keeps its file",
     )
-
-
-def _lsn(lsn: int) -> str:
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"

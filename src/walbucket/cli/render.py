@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from walbucket.admin.backfill import BackfillReport
-from walbucket.admin.catalog import ArchiveSummary, Finding, format_lsn, ratio
+from walbucket.admin.catalog import ArchiveSummary, ratio
 from walbucket.admin.check import CheckReport
+from walbucket.admin.finding import Finding
 from walbucket.admin.verify import VerifyReport
 from walbucket.cli.lines import size
+from walbucket.core.timeline import format_lsn
 
 __all__ = ["render_backfill", "render_check", "render_show", "render_verify", "size", "summary_of_backfill"]
 

@@ -25,17 +25,20 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from walbucket.core.walname import valid_segment_size
+from walbucket.core.timeline import format_lsn
+from walbucket.core.walname import WalName, segments_per_log, valid_segment_size
 
 __all__ = [
     "LONG_HEADER_SIZE",
     "PAGE_MAGIC",
     "HeaderError",
+    "SegmentMismatch",
     "WalHeader",
     "parse_control_system_id",
     "parse_long_header",
     "read_control_system_id",
     "read_wal_header",
+    "segment_mismatch",
 ]
 
 LONG_HEADER_SIZE = 40
@@ -114,3 +117,37 @@ def read_control_system_id(data_dir: Path) -> int | None:
             return parse_control_system_id(f.read(16))
     except (OSError, HeaderError):
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentMismatch:
+    """How a segment's page header or size disagrees with its name (:func:`segment_mismatch`)."""
+
+    reason: str  # "size", "name" (no such segment at this segment size) or "address" (another segment's data)
+    detail: str  # completes "WAL file 'NAME' ...": push's and backfill's words
+
+
+def segment_mismatch(wal: WalName, header: WalHeader, size: int) -> SegmentMismatch | None:
+    """Check a segment (or .partial) of ``size`` bytes against its name; None when they agree.
+
+    The one rule push applies before storing, backfill's dry run predicts, and get applies before restoring:
+    the file is exactly one segment long; its name exists at the header's segment size (checked before the page
+    address: a name beyond its log id aliases another segment's start LSN); its first page is that segment's, on
+    its timeline or an earlier one (a new timeline's first segment starts with its parent's page).
+    """
+    assert wal.segment is not None, "only segments and .partial files have a page header"
+    if size != header.seg_size:
+        return SegmentMismatch("size", f"is {size} bytes, but its segment size is {header.seg_size}")
+    if not wal.segment.fits(header.seg_size):
+        return SegmentMismatch(
+            "name",
+            f"is not a segment name at segment size {header.seg_size}: "
+            f"its last 8 hex digits must be below {segments_per_log(header.seg_size):08X}",
+        )
+    if header.page_lsn != wal.segment.start_lsn(header.seg_size) or header.timeline > wal.timeline:
+        return SegmentMismatch(
+            "address",
+            f"holds the data of another segment (page address {format_lsn(header.page_lsn)}, "
+            f"timeline {header.timeline})",
+        )
+    return None

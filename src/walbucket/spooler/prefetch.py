@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from walbucket.archive.get import Missing, Restored, get
-from walbucket.archive.push import IdentityMemo, load_identity
+from walbucket.archive.identity import IdentityMemo, load_identity
 from walbucket.core.keylayout import KeyLayout
 from walbucket.core.settings import Settings
 from walbucket.core.walname import WalKind, parse_wal_name

@@ -27,7 +27,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from walbucket.archive.push import AlreadyArchived, IdentityMemo, PushOptions, Uploaded, push
+from walbucket.archive.identity import IdentityMemo
+from walbucket.archive.push import AlreadyArchived, PushOptions, Uploaded, push
 from walbucket.core.fingerprint import PROTOCOL
 from walbucket.core.keylayout import KeyLayout
 from walbucket.core.settings import Settings
