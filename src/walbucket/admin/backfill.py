@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from walbucket.admin.listing import Progress, Tally, run_parallel
+from walbucket.archive.fsutil import CHUNK
 from walbucket.archive.identity import IdentityMemo, load_identity
 from walbucket.archive.push import PushOptions, Uploaded, push
 from walbucket.core.errors import ArchiveConflict, IdentityMismatch, WalFileError
@@ -32,7 +33,6 @@ __all__ = ["BACKFILL_JOBS", "BackfillItem", "BackfillReport", "backfill", "candi
 BACKFILL_JOBS = 4
 Outcome = Literal["uploaded", "duplicate", "conflict", "refused", "would-upload", "skipped"]
 _FAILED = ("conflict", "refused")
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +177,6 @@ def _header_problem(wal: WalName, path: Path, store: Store, layout: KeyLayout, m
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
+        while chunk := f.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()

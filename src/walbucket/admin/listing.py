@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from walbucket.core.keylayout import KeyLayout
-from walbucket.core.walname import WalKind, parse_wal_name
+from walbucket.core.walname import WalKind
 from walbucket.store.protocol import ObjectInfo, Store
 
 __all__ = ["DEFAULT_JOBS", "Listing", "Progress", "Tally", "list_archive", "plan_prefixes", "run_parallel"]
@@ -29,14 +29,6 @@ _R = TypeVar("_R")
 
 # A progress callback: (what is being done, how many done, how many in all or None when unknown).
 Progress = Callable[[str, int, "int | None"], None]
-
-# One WAL name of each kind, to ask the layout whether that kind's keys are grouped in sub-directories.
-_EXAMPLES = {
-    WalKind.SEGMENT: "000000010000000000000001",
-    WalKind.PARTIAL: "000000010000000000000001.partial",
-    WalKind.HISTORY: "00000002.history",
-    WalKind.BACKUP: "000000010000000000000001.00000028.backup",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,13 +86,6 @@ class Tally:
             self._progress(self._phase, count, self.total)
 
 
-def _grouped(layout: KeyLayout, kind: WalKind) -> bool:
-    """Tell whether the layout puts ``kind`` into sub-directories of its kind prefix."""
-    wal = parse_wal_name(_EXAMPLES[kind])
-    assert wal is not None and wal.kind is kind
-    return "/" in layout.key(wal)[len(layout.kind_prefix(kind)) :]
-
-
 def _stream(store: Store, prefix: str, counter: Tally) -> list[ObjectInfo]:
     objects: list[ObjectInfo] = []
     pending = 0
@@ -127,7 +112,7 @@ def list_archive(
     Objects that sit directly in a grouped kind's directory (``wal/x``) are not listed: walbucket writes none.
     """
     kinds = tuple(kinds)
-    grouped = [kind for kind in kinds if _grouped(layout, kind)]
+    grouped = [kind for kind in kinds if layout.grouped(kind)]
 
     def discover(kind: WalKind) -> list[str]:
         base = layout.kind_prefix(kind)

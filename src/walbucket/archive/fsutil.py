@@ -1,16 +1,25 @@
-"""Durable local file writes: temp file in the destination's directory, fsync, rename, fsync the directory."""
+"""Durable local file writes: temp file in the destination's directory, fsync, rename, fsync the directory.
+
+Imports only os: the fast path (spooler/files.py) hands prefetched files over with these too. Paths are ``str`` or
+``pathlib.Path``; a Path given is a Path kept.
+"""
 
 from __future__ import annotations
 
 import os
-import threading
-from pathlib import Path
-from types import TracebackType
+from _thread import get_ident
 
-__all__ = ["AtomicFile", "fsync_dir", "write_file_atomically"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from types import TracebackType
+
+__all__ = ["CHUNK", "AtomicFile", "fsync_dir", "write_file_atomically"]
+
+CHUNK = 1 << 20  # local files are read and written in pieces of this size: memory stays bounded
 
 
-def fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: str | Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -24,10 +33,13 @@ class AtomicFile:
     The temporary name starts with '.' and ends in '.walbucket-tmp' so that nothing mistakes it for WAL.
     """
 
-    def __init__(self, dest: Path, mode: int = 0o600) -> None:
+    def __init__(self, dest: str | Path, mode: int = 0o600) -> None:
         self.dest = dest
         # process and thread in the name: two threads of the worker may write the same name at once
-        self.tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.walbucket-tmp")
+        temporary = f".{os.path.basename(dest)}.{os.getpid()}.{get_ident()}.walbucket-tmp"
+        self.tmp = (
+            os.path.join(os.path.dirname(dest), temporary) if isinstance(dest, str) else dest.with_name(temporary)
+        )
         self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
         self._done = False
 
@@ -43,14 +55,17 @@ class AtomicFile:
         self._fd = -1
         os.replace(self.tmp, self.dest)
         self._done = True
-        fsync_dir(self.dest.parent)
+        fsync_dir(os.path.dirname(os.path.abspath(self.dest)))
 
     def discard(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
         if not self._done:
-            self.tmp.unlink(missing_ok=True)
+            try:  # noqa: SIM105 - contextlib would be one more import on the fast path
+                os.unlink(self.tmp)
+            except FileNotFoundError:
+                pass
 
     def __enter__(self) -> AtomicFile:
         return self
@@ -61,7 +76,7 @@ class AtomicFile:
         self.discard()
 
 
-def write_file_atomically(dest: Path, data: bytes) -> None:
+def write_file_atomically(dest: str | Path, data: bytes) -> None:
     with AtomicFile(dest) as f:
         f.write(data)
         f.commit()

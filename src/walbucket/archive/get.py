@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from walbucket.archive.fsutil import AtomicFile
+from walbucket.archive.fsutil import CHUNK, AtomicFile
 from walbucket.archive.identity import IdentityMemo, load_identity
 from walbucket.core.codecs import CODECS, Codec
 from walbucket.core.errors import DamagedDownload, IdentityMismatch, IntegrityError, UsageError, WalFileError
@@ -29,7 +29,6 @@ from walbucket.store.protocol import Store, StoredObject
 __all__ = ["Missing", "Restored", "get", "restorable_name", "verify_into"]
 
 log = logging.getLogger("walbucket")
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +164,7 @@ def _decompress_into(out: AtomicFile, stored: StoredObject, codec: Codec) -> tup
     size = 0
     try:
         reader = codec.reader(io.BytesIO(stored.body))
-        buffer = memoryview(bytearray(_CHUNK))  # one buffer, reused: no new megabyte per chunk
+        buffer = memoryview(bytearray(CHUNK))  # one buffer, reused: no new megabyte per chunk
         while n := reader.readinto(buffer):
             chunk = buffer[:n]
             if len(head) < LONG_HEADER_SIZE:

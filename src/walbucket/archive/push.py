@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from walbucket.archive.fsutil import CHUNK
 from walbucket.archive.identity import IDENTITY_HINT, IdentityMemo, ensure_identity, load_identity
 from walbucket.core.codecs import CODECS, Codec
 from walbucket.core.errors import (
@@ -44,7 +45,6 @@ __all__ = [
 
 log = logging.getLogger("walbucket")
 _MAX_TEXT_FILE = 1 << 20  # history and backup files are a few hundred bytes
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,15 +188,15 @@ def _prepare(path: Path, wal: WalName, codec: Codec, level: int) -> Prepared:
             parts: list[bytes] = []
             head = b""
             total = 0
-            buffer = memoryview(bytearray(_CHUNK))  # one buffer, reused: no new megabyte per chunk
-            while total < size and (n := f.readinto(buffer[: min(_CHUNK, size - total)])):
+            buffer = memoryview(bytearray(CHUNK))  # one buffer, reused: no new megabyte per chunk
+            while total < size and (n := f.readinto(buffer[: min(CHUNK, size - total)])):
                 chunk = buffer[:n]
                 if len(head) < LONG_HEADER_SIZE:
                     head += bytes(chunk[: LONG_HEADER_SIZE - len(head)])
                 digest.update(chunk)
                 parts.append(stream.compress(chunk))
                 total += n
-            total += sum(len(extra) for extra in iter(lambda: f.read(_CHUNK), b""))
+            total += sum(len(extra) for extra in iter(lambda: f.read(CHUNK), b""))
             # checked before flush: the compressors were promised `size` bytes and fail on any other count
             if total != size:
                 raise WalFileError(f"WAL file '{wal.name}' changed size while it was read ({size} -> {total} bytes)")

@@ -1,4 +1,4 @@
-"""Compression codecs as a table: name -> how to compress a buffer and how to stream-decompress.
+"""Compression codecs as a table: name -> how push compresses a file in chunks and how get stream-decompresses it.
 
 zstandard and lz4 release the GIL while they work, so parallel uploads use both cores.
 """
@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, cast
 
-__all__ = ["CODECS", "Codec", "Compressor", "Decompressor", "Reader", "codec"]
+__all__ = ["CODECS", "Codec", "Compressor", "Reader"]
 
 
 class Compressor(Protocol):
@@ -23,45 +23,6 @@ class Reader(Protocol):
     """A decompressed stream, read into the caller's buffer (io's readinto: 0 at the end)."""
 
     def readinto(self, buffer: memoryview) -> int: ...
-
-
-class Decompressor(Protocol):
-    def decompress(self, chunk: bytes) -> bytes: ...
-    def flush(self) -> bytes: ...
-
-
-class _Identity:
-    def decompress(self, chunk: bytes) -> bytes:
-        return chunk
-
-    def flush(self) -> bytes:
-        return b""
-
-
-class _ZstdStream:
-    def __init__(self) -> None:
-        import zstandard
-
-        self._obj = zstandard.ZstdDecompressor().decompressobj()
-
-    def decompress(self, chunk: bytes) -> bytes:
-        return bytes(self._obj.decompress(chunk))
-
-    def flush(self) -> bytes:
-        return b""
-
-
-class _Lz4Stream:
-    def __init__(self) -> None:
-        import lz4.frame
-
-        self._obj = lz4.frame.LZ4FrameDecompressor()
-
-    def decompress(self, chunk: bytes) -> bytes:
-        return bytes(self._obj.decompress(chunk))
-
-    def flush(self) -> bytes:
-        return b""
 
 
 class _IdentityCompressor:
@@ -104,10 +65,6 @@ class _Lz4Compressor:
         return out
 
 
-def _plain_compress(data: bytes, _level: int) -> bytes:
-    return data
-
-
 def _plain_compressor(_level: int, _size: int) -> Compressor:
     return _IdentityCompressor()
 
@@ -130,36 +87,18 @@ def _lz4_reader(source: BinaryIO) -> Reader:
     return reader
 
 
-def _zstd_compress(data: bytes, level: int) -> bytes:
-    import zstandard
-
-    return bytes(zstandard.ZstdCompressor(level=level, write_content_size=True).compress(data))
-
-
-def _lz4_compress(data: bytes, level: int) -> bytes:
-    import lz4.frame
-
-    return bytes(lz4.frame.compress(data, compression_level=level, store_size=True))
-
-
 @dataclass(frozen=True, slots=True)
 class Codec:
     name: str
     default_level: int
     levels: range
-    compress: Callable[[bytes, int], bytes]
-    decompressor: Callable[[], Decompressor]
     compressor: Callable[[int, int], Compressor]  # (level, uncompressed size) -> streaming compressor
     reader: Callable[[BinaryIO], Reader]  # compressed stream -> decompressed stream, read in bounded pieces
 
 
 CODECS: dict[str, Codec] = {
-    "none": Codec("none", 0, range(0, 1), _plain_compress, _Identity, _plain_compressor, _plain_reader),
+    "none": Codec("none", 0, range(0, 1), _plain_compressor, _plain_reader),
     # Level 1: on real WAL it compresses as well as level 3 (x35.8 against x35.0) at less than half the CPU.
-    "zstd": Codec("zstd", 1, range(-7, 23), _zstd_compress, _ZstdStream, _ZstdCompressor, _zstd_reader),
-    "lz4": Codec("lz4", 0, range(0, 17), _lz4_compress, _Lz4Stream, _Lz4Compressor, _lz4_reader),
+    "zstd": Codec("zstd", 1, range(-7, 23), _ZstdCompressor, _zstd_reader),
+    "lz4": Codec("lz4", 0, range(0, 17), _Lz4Compressor, _lz4_reader),
 }
-
-
-def codec(name: str) -> Codec | None:
-    return CODECS.get(name)

@@ -88,9 +88,13 @@ class KeyLayout:
         """Return the key prefix (ending in '/') under which every object of ``kind`` lives."""
         return self._join(KIND_DIRS[kind]) + "/"
 
+    def grouped(self, kind: WalKind) -> bool:
+        """Tell whether keys of ``kind`` live in sub-directories of its kind prefix (one per timeline and log id)."""
+        return kind is not WalKind.HISTORY
+
     def key(self, wal: WalName) -> str:
         directory = KIND_DIRS[wal.kind]
-        if wal.kind is WalKind.HISTORY:
+        if not self.grouped(wal.kind):
             return self._join(directory, wal.name)
         return self._join(directory, wal.name[:16], wal.name)
 

@@ -1,9 +1,9 @@
 """The spool's file names and acknowledgement format, shared by the lean fast path and spool.py.
 
-Imports only os and marshal: this module is on the path PostgreSQL runs thousands of times (json alone would add
-10 ms: it imports re). Acknowledgements are marshal'ed dicts, private to one user and one interpreter: the spool is
-0700. See spool.py for the layout. Acknowledgements, errors and prefetched files belong to one settings fingerprint
-(fingerprint.py): a command only takes those of its own settings.
+Imports only os, marshal and archive/fsutil.py: this module is on the path PostgreSQL runs thousands of times
+(json alone would add 10 ms: it imports re). Acknowledgements are marshal'ed dicts, private to one user and one
+interpreter: the spool is 0700. See spool.py for the layout. Acknowledgements, errors and prefetched files belong to one settings fingerprint
+(core/fingerprint.py): a command only takes those of its own settings.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import errno
 import marshal
 import os
 
+from walbucket.archive.fsutil import CHUNK, AtomicFile, fsync_dir
 from walbucket.core.errors import WalFileError
 from walbucket.core.fingerprint import PROTOCOL
 
@@ -27,7 +28,6 @@ __all__ = [
     "encode_error",
     "error_path",
     "file_stamp",
-    "fsync_dir",
     "hand_over",
     "prefetched_path",
     "take_ack",
@@ -99,33 +99,19 @@ def _unwritable(dest: str, exc: OSError) -> WalFileError:
 
 
 def _copy_durably(source: str, dest: str) -> bool:
-    """Copy ``source`` to ``dest`` through a temporary file; False when ``source`` is gone."""
+    """Copy ``source`` to ``dest`` all or nothing (fsutil.AtomicFile); False when ``source`` is gone."""
     try:
         src = open(source, "rb")  # noqa: SIM115 - opened first: a missing source is an answer, not an error
     except FileNotFoundError:
         return False
-    tmp = os.path.join(os.path.dirname(os.path.abspath(dest)), f".{os.path.basename(dest)}.{os.getpid()}.walbucket-tmp")
     try:
-        with src, open(tmp, "wb") as out:
-            while chunk := src.read(1 << 20):
+        with src, AtomicFile(dest) as out:
+            while chunk := src.read(CHUNK):
                 out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
+            out.commit()
     except OSError as exc:
         raise _unwritable(dest, exc) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return True
-
-
-def fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def encode_ack(stamp: tuple[int, int, int, int], outcome: str, fingerprint: str) -> bytes:
