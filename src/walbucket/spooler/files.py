@@ -2,8 +2,8 @@
 
 Imports only os, marshal and archive/fsutil.py: this module is on the path PostgreSQL runs thousands of times
 (json alone would add 10 ms: it imports re). Acknowledgements are marshal'ed dicts, private to one user and one
-interpreter: the spool is 0700. See spool.py for the layout. Acknowledgements, errors and prefetched files belong to one settings fingerprint
-(core/fingerprint.py): a command only takes those of its own settings.
+interpreter: the spool is 0700. See spool.py for the layout. Acknowledgements, errors and prefetched files belong
+to one settings fingerprint (core/fingerprint.py): a command only takes those of its own settings.
 """
 
 from __future__ import annotations
