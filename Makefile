@@ -19,6 +19,7 @@ lint: bootstrap
 	$(VENV)/bin/ruff check src tests tools
 	$(VENV)/bin/ruff format --check src tests tools
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 # Three workers on the 2-core machine: much of each test is waiting on subprocesses, servers and sockets (measured:
 # 13 min in one process, 10 in two, 8.5 in three).

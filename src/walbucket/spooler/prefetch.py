@@ -9,7 +9,6 @@ objects past its end, and a slow endpoint gets a deeper window. Prefetches never
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -19,20 +18,13 @@ from walbucket.archive.identity import IdentityMemo, load_identity
 from walbucket.core.keylayout import KeyLayout
 from walbucket.core.settings import Settings
 from walbucket.core.walname import WalKind, parse_wal_name
+from walbucket.spooler.futures import settle
 from walbucket.spooler.spool import Spool
 from walbucket.store.protocol import Store
 
-__all__ = ["Prefetcher", "settle"]
+__all__ = ["Prefetcher"]
 
 _FIRST_WINDOW = 4
-
-
-def settle(future: Future[Any], fn: Callable[..., Any], *args: Any) -> None:
-    """Run ``fn`` in this thread and settle ``future`` with its result or exception."""
-    try:
-        future.set_result(fn(*args))
-    except Exception as exc:  # noqa: BLE001 - handed to whoever waits on the future
-        future.set_exception(exc)
 
 
 class Prefetcher:

@@ -33,7 +33,8 @@ from walbucket.core.fingerprint import PROTOCOL
 from walbucket.core.keylayout import KeyLayout
 from walbucket.core.settings import Settings
 from walbucket.core.walname import parse_wal_name
-from walbucket.spooler.prefetch import Prefetcher, settle
+from walbucket.spooler.futures import settle
+from walbucket.spooler.prefetch import Prefetcher
 from walbucket.spooler.spool import FileStamp, Spool, stamp_of
 from walbucket.spooler.wire import MISMATCH, encode_error, pack, read_message, unix_path
 from walbucket.store.protocol import Store
