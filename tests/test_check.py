@@ -42,11 +42,27 @@ def run(
     credentials: Callable[[], str | None] = lambda: "env",
     switch_wal: Callable[[], str] | None = None,
     wait_timeout: float = 5.0,
+    clock: FakeClock | None = None,
 ) -> CheckReport:
+    clock = clock or FakeClock()
     return run_checks(
         store, LAYOUT, settings_detail="bucket 'b'", credentials=credentials, conditional_mode=mode,
-        data_dir=pgdata, switch_wal=switch_wal, wait_timeout=wait_timeout, token="t0k3n", sleep=lambda _s: None,
+        data_dir=pgdata, switch_wal=switch_wal, wait_timeout=wait_timeout, token="t0k3n", sleep=clock.sleep,
+        clock=clock.now,
     )  # fmt: skip
+
+
+class FakeClock:
+    """Time that passes only when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.time = 1000.0
+
+    def now(self) -> float:
+        return self.time
+
+    def sleep(self, seconds: float) -> None:
+        self.time += seconds
 
 
 def statuses(report: CheckReport) -> dict[str, str]:
@@ -176,10 +192,13 @@ def test_an_archive_without_identity_is_fine_for_a_new_setup(tmp_path: Path) -> 
 def test_archiving_waits_for_the_switched_segment(tmp_path: Path) -> None:
     store = with_identity(MemoryStore())
     name = "000000010000000000000005"
+    store.requests.clear()
     arrived = run(store, data_dir(tmp_path), switch_wal=lambda: name)
     assert statuses(arrived)["archiving"] == "FAIL"  # nothing archives in this test: it never arrives
     [item] = [item for item in arrived.items if item.name == "archiving"]
     assert item.detail == f"'{name}' did not arrive in the archive within 5s"
+    # one look every half second of the clock, not as fast as the CPU allows
+    assert store.requests.count(("head", f"p/wal/0000000100000000/{name}")) == 12
 
     store.put(f"p/wal/0000000100000000/{name}", b"x", {}, {})
     [item] = [
