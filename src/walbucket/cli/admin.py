@@ -1,7 +1,6 @@
 """The edge for the commands people run by hand (inspection, checks, repair): parse, call a service, render.
 
-Like cli.py, it may print. cli.py imports this module to build its parser for every command, push and get
-included, so what only the admin commands need is imported inside their handlers.
+Like cli/main.py, it may print; cli/parser.py holds these commands' options and help.
 Reports go to stdout (text, or JSON with --json); the one summary line goes to stderr like every command's; a
 progress indicator is drawn on stderr only when stderr is a terminal. docs/inspect.md describes the commands.
 """
@@ -23,61 +22,7 @@ from typing import IO, Any
 from walbucket.core.errors import FINDINGS_EXIT, UsageError
 from walbucket.core.settings import Settings
 
-__all__ = ["ADMIN_COMMANDS", "add_admin_commands"]
-
-_SHOW_HELP = """\
-Show the archive: its identity; per timeline its parent and switch point, first and last segment, count, sizes
-and compression ratio; partial, history and backup history files. Lists by key prefix in parallel."""
-_VERIFY_HELP = """\
-Verify the archive: gaps in each timeline (with switch points taken into account), missing or inconsistent
-history files, orphan .partial files, and objects whose metadata or tags disagree with the archive identity
-(a sample; --deep downloads every object and checks it as get would). When the archive records base backups
-(.backup files), also compare the bucket's lifecycle rules with them and warn when WAL a backup needs is gone or
-expires first: one more request, which needs s3:GetLifecycleConfiguration. Exit 11 when it finds an error."""
-_CHECK_HELP = """\
-Check a setup before PostgreSQL relies on it: credentials, bucket, conditional writes, what uploads may carry (tags,
-a checksum header the store checks, If-None-Match on multipart completion), the permissions push and get need (on
-a probe object under <prefix>/probe/), the local cluster (--pgdata or the current directory) against the archive
-identity and, with --dsn, that a forced WAL switch arrives in the archive. Exit 11 when a check fails."""
-_BACKFILL_HELP = """\
-Push the finished WAL files of a pg_wal directory that the archive lacks, e.g. what an old primary had not archived
-at failover. Each file gets push's identity and duplicate checks; different content already archived is reported as
-a conflict and never overwritten. Exit 11 when a file is in conflict or refused."""
-
-
-def add_admin_commands(commands: argparse._SubParsersAction[Any], common: argparse.ArgumentParser) -> None:
-    """Add the admin commands' parsers to the main parser's subcommands."""
-
-    def add(name: str, summary: str, description: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = commands.add_parser(
-            name, parents=[common], help=summary, description=description,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )  # fmt: skip
-        parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-        return parser
-
-    show = add("show", "show the archive's timelines, ranges and sizes", _SHOW_HELP)
-    show.add_argument("--exact", action="store_true", help="read each object's original size (a HEAD per object)")
-    show.add_argument("--jobs", type=_positive, metavar="N", help="parallel requests (default 16)")
-    verify = add("verify", "find gaps and inconsistencies in the archive (exit 11)", _VERIFY_HELP)
-    verify.add_argument("--deep", action="store_true", help="download and check every object")
-    verify.add_argument("--jobs", type=_positive, metavar="N", help="parallel requests (default 16; 4 with --deep)")
-    check = add("check", "check settings, permissions and archiving of a new setup (exit 11)", _CHECK_HELP)
-    check.add_argument("--pgdata", metavar="DIR", help="data directory of the local cluster (default: current)")
-    check.add_argument("--dsn", metavar="CONNSTRING", help="connect with psql, switch WAL, watch it arrive")
-    check.add_argument("--psql", default="psql", metavar="PATH", help="the psql program (default: psql)")
-    check.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="wait for the segment")
-    backfill = add("backfill", "push what a pg_wal directory holds and the archive lacks (exit 11)", _BACKFILL_HELP)
-    backfill.add_argument("pg_wal", metavar="PGWAL_DIR", help="the pg_wal directory, e.g. of the old primary")
-    backfill.add_argument("--dry-run", action="store_true", help="tell what would be pushed; write nothing")
-    backfill.add_argument("--include-unmarked", action="store_true", help="also segments without archive_status")
-    backfill.add_argument("--jobs", type=_positive, metavar="N", help="parallel pushes (default 4)")
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 256:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 256, not '{text}'")
-    return int(text)
+__all__ = ["ADMIN_COMMANDS"]
 
 
 class _Meter:

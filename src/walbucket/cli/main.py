@@ -13,14 +13,14 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from walbucket import __version__
 from walbucket.cli.lines import failure_lines, mib, printable, success_line
+from walbucket.cli.parser import ArgumentError, build_parser, command_word
 from walbucket.cli.scan import load
 from walbucket.cli.wiring import StoreFactory, default_store_factory, open_spool, push_options
 from walbucket.core.errors import StoreUnavailable, UsageError, WalbucketError, exit_code_for
-from walbucket.core.settings import CONFIG_ENV, Settings
+from walbucket.core.settings import Settings
 
 if TYPE_CHECKING:
     from walbucket.spooler.spool import Spool
@@ -28,108 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["main", "run"]
 
 log = logging.getLogger("walbucket")
-
-_DESCRIPTION = """\
-Archive PostgreSQL's write-ahead log to S3-compatible object storage and restore it.
-
-  archive_command = 'walbucket push %p'
-  restore_command = 'walbucket get %f %p'
-
-Settings come from WALBUCKET_* environment variables and a TOML file (--config or WALBUCKET_CONFIG);
-credentials from the AWS SDK's standard chain. See docs/configuration.md and docs/exit-codes.md."""
-
-_PUSH_HELP = """\
-Archive one WAL file (segment, .partial, .history or .backup) for archive_command.
-Exit 0 only once the object is stored; an identical copy already in the archive is success;
-a different copy under the same name is refused (exit 6) and never overwritten."""
-
-_GET_HELP = """\
-Restore WAL file NAME to DEST for restore_command, verified and written atomically.
-Exit 0 restored; 1 not in the archive; 8 archive unreachable on a standby (PostgreSQL retries);
-above 125 (202-250) for any other failure, which aborts recovery instead of ending it early."""
-
-
-_WORKER_HELP = """\
-Run the asynchronous worker for the data directory that is the current directory, in the foreground.
-push and get start it on their own when async = on; it pushes ready WAL ahead and prefetches WAL for recovery
-into the spool directory, and exits after async_idle_exit seconds without work."""
-
-
-_LIFECYCLE_HELP = """\
-Print the S3 lifecycle configuration (JSON) that expires segments, .partial and .backup files under the prefix and
-never history files or identity.json, for 'aws s3api put-bucket-lifecycle-configuration --lifecycle-configuration'
-or 'mc ilm rule import'. Defaults equal terraform/modules/walbucket-archive's on an unversioned bucket (with
-versioning on, add --noncurrent-days 7 as the module does); see docs/retention.md."""
-
-_LIFECYCLE_OPTIONS = (
-    ("--wal-days", "wal_days", int, "expire segments after DAYS (default 14)"),
-    ("--partial-days", "partial_days", int, "expire .partial files after DAYS (default 7)"),
-    ("--backup-days", "backup_days", int, "expire .backup files after DAYS (default: --wal-days - 1)"),
-    ("--transition-days", "transition_days", int, "move segments to --transition-class after DAYS (default: never)"),
-    ("--transition-class", "transition_storage_class", str, "STANDARD_IA (default), ONEZONE_IA, GLACIER_IR, ..."),
-    ("--abort-multipart-days", "abort_incomplete_multipart_days", int, "abort unfinished uploads (default 1; 0 off)"),
-    ("--noncurrent-days", "noncurrent_days", int, "expire noncurrent versions after DAYS (default: never)"),
-)
-
-
-class _ArgumentError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _ArgumentError(f"{self.prog}: {message}")
-
-
-def _common_options(defaults: bool) -> _Parser:
-    # A subcommand's defaults overwrite what the main parser parsed, so the subcommands' copies of these options
-    # have no default: 'walbucket --config F push P' and 'walbucket push --config F P' both read F.
-    keep: dict[str, Any] = {} if defaults else {"default": argparse.SUPPRESS}
-    common = _Parser(add_help=False)
-    common.add_argument("--config", metavar="PATH", help=f"TOML settings file (default: ${CONFIG_ENV})", **keep)
-    common.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="also log retries, the conditional-write probe and identity creation",
-        **keep,
-    )
-    return common
-
-
-def _parser() -> _Parser:
-    common = _common_options(defaults=False)
-    parser = _Parser(
-        prog="walbucket", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[_common_options(defaults=True)],
-    )  # fmt: skip
-    parser.add_argument("--version", action="version", version=f"walbucket {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
-    push = commands.add_parser(
-        "push", parents=[common], help="archive one WAL file (archive_command)", description=_PUSH_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    push.add_argument("path", metavar="WAL_PATH", help="path of the WAL file (%%p)")
-    get = commands.add_parser(
-        "get", parents=[common], help="restore one WAL file (restore_command)", description=_GET_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    get.add_argument("name", metavar="NAME", help="WAL file name to restore (%%f)")
-    get.add_argument("dest", metavar="DEST", help="path to write it to (%%p)")
-    commands.add_parser(
-        "worker", parents=[common], help="run the async worker of the data directory in the current directory",
-        description=_WORKER_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    lifecycle = commands.add_parser(
-        "lifecycle", parents=[common], help="print the bucket lifecycle configuration that expires old WAL (JSON)",
-        description=_LIFECYCLE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    for option, dest, kind, text in _LIFECYCLE_OPTIONS:
-        lifecycle.add_argument(option, dest=dest, type=kind, metavar="DAYS" if kind is int else "CLASS", help=text)
-    from walbucket.cli.admin import add_admin_commands
-
-    add_admin_commands(commands, common)
-    return parser
 
 
 def _starter(args: argparse.Namespace, spool: Spool) -> Callable[[], None]:
@@ -251,19 +149,6 @@ def _handler(command: str) -> Callable[[argparse.Namespace, Settings], tuple[str
     return ADMIN_COMMANDS[command]
 
 
-def _command_word(argv: Sequence[str]) -> str | None:
-    """Find the command in an argv argparse refused: the first word that is neither an option nor --config's value."""
-    words = iter(argv)
-    for word in words:
-        if word == "--":
-            return next(words, None)
-        if len(word) > 2 and "--config".startswith(word):  # argparse takes --conf F as --config F
-            next(words, None)
-        elif not word.startswith("-"):
-            return word
-    return None
-
-
 class _Terminated(BaseException):
     pass
 
@@ -279,10 +164,10 @@ def main(argv: Sequence[str], env: Mapping[str, str], open_store: StoreFactory =
     """
     started = time.monotonic()
     try:
-        args = _parser().parse_args(argv)
-    except _ArgumentError as exc:
+        args = build_parser().parse_args(argv)
+    except ArgumentError as exc:
         print(f"{printable(str(exc))}\n(walbucket --help lists the commands)", file=sys.stderr)
-        return UsageError.get_exit_code if _command_word(argv) == "get" else UsageError.exit_code
+        return UsageError.get_exit_code if command_word(argv) == "get" else UsageError.exit_code
     _log_to_stderr(logging.DEBUG if args.verbose else logging.WARNING)
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
