@@ -1,10 +1,10 @@
 """The asynchronous worker: one per data directory, holding one warm S3 client, pushing and prefetching in parallel.
 
-PostgreSQL still calls the command once per file; the command asks this worker (worker_protocol) or answers from
+PostgreSQL still calls the command once per file; the command asks this worker (wire.py) or answers from
 the spool (spool.py). The worker reads ``pg_wal/archive_status/*.ready`` to push ahead, but never renames or
-touches them: PostgreSQL alone marks a file done. Restoring is prefetch.py's.
+touches them: PostgreSQL alone marks a file done. Archiving is pusher.py's, restoring prefetch.py's.
 
-It serves only requests of its own protocol version and settings fingerprint (fingerprint.py); another one is
+It serves only requests of its own protocol version and settings fingerprint (core/fingerprint.py); another one is
 answered "mismatch" and makes it stop, so that the command gets a worker for its own settings. It stops after
 ``async_idle_exit`` seconds without work, on SIGTERM or SIGINT (:meth:`Worker.stop`), or on a mismatch, always the
 same way: no new connections (the socket is removed first, so a command starts the next worker, which waits for
@@ -21,20 +21,17 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
-from functools import partial
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from walbucket.archive.identity import IdentityMemo
-from walbucket.archive.push import AlreadyArchived, PushOptions, Uploaded, push
+from walbucket.archive.push import PushOptions
 from walbucket.core.fingerprint import PROTOCOL
 from walbucket.core.keylayout import KeyLayout
 from walbucket.core.settings import Settings
-from walbucket.core.walname import parse_wal_name
-from walbucket.spooler.futures import settle
 from walbucket.spooler.prefetch import Prefetcher
+from walbucket.spooler.pusher import Pusher
 from walbucket.spooler.spool import FileStamp, Spool, stamp_of
 from walbucket.spooler.wire import MISMATCH, encode_error, pack, read_message, unix_path
 from walbucket.store.protocol import Store
@@ -86,20 +83,14 @@ class Worker:
         self.spool = spool
         self.store = store
         self.layout = KeyLayout(settings.prefix)
-        # Decided on the first push, not at start: a probe that fails (an outage, read-only credentials for a
-        # restore) must reach the command as that push's error, not keep the worker from serving at all.
-        self._make_options = options
-        self._options: PushOptions | None = None
-        self._options_lock = threading.Lock()
         self.memo = IdentityMemo()
         self.pool = ThreadPoolExecutor(settings.async_workers, thread_name_prefix="transfer")
         self._stopping = threading.Event()  # set: nothing new is queued, only what a command waits for runs
         self.draining = threading.Event()  # set once the socket is gone and only work in flight is finished
         self._lock = threading.Lock()
-        self._pushes: dict[str, tuple[Future[Any], int]] = {}
-        self._stored: dict[str, None] = {}  # insertion-ordered set, oldest first
-        self._failed: set[str] = set()  # names whose last upload failed
-        self._pg_wal: Path | None = None
+        self.archive = Pusher(
+            settings, data_dir, spool, store, self.layout, self.memo, self.pool, self._stopping, options, self._touch
+        )
         self.restore = Prefetcher(settings, data_dir, spool, store, self.layout, self.memo, self.pool, self._stopping)
         self._connections = 0
         self._drained = threading.Condition(self._lock)
@@ -195,9 +186,15 @@ class Worker:
         self.restore.clear()
 
     def _idle(self) -> bool:
+        if self.archive.busy():
+            return False
         with self._lock:
-            busy = self._connections or self._pushes or self.restore.busy()
+            busy = self._connections or self.restore.busy()
             return not busy and time.monotonic() - self._last_activity > self.settings.async_idle_exit
+
+    def _touch(self) -> None:
+        with self._lock:
+            self._last_activity = time.monotonic()
 
     def _handle(self, conn: socket.socket) -> None:
         try:
@@ -230,125 +227,9 @@ class Worker:
     def _dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
         if op == "push":
-            return self._push_request(Path(str(request["path"])))
+            return self.archive.request(Path(str(request["path"])))
         if op == "get":
             return self.restore.request(str(request["name"]))
         if op == "ping":
             return {"status": "ok", "pid": os.getpid()}
         raise ValueError(f"unknown request {op!r}")
-
-    # archiving ------------------------------------------------------------------------------------------------
-
-    def _push_request(self, path: Path) -> dict[str, Any]:
-        self._pg_wal = path.parent
-        future, new = self._claim(path.name, path, lookahead=False)  # registered first: not taken as a look-ahead
-        assert future is not None  # a request always gets its upload, new or under way
-        self._look_ahead()
-        if new:
-            settle(future, self._push_task, path.name, path, False)  # in this thread, ahead of the queue
-        outcome = future.result()
-        if isinstance(outcome, Uploaded):
-            return {"status": "ok", "outcome": "archived", "size": outcome.size, "stored": outcome.stored_size}
-        return {"status": "ok", "outcome": "duplicate", "size": outcome.size}
-
-    def _claim(self, name: str, path: Path, *, lookahead: bool) -> tuple[Future[Any] | None, bool]:
-        """Register a new upload of NAME for the caller to run: (its future, True).
-
-        (the upload under way, False) when there is one; (None, False) for a look-ahead of a NAME stored or failed
-        since the ready files were listed.
-        """
-        with self._lock:
-            running = self._pushes.get(name)
-            if running is not None:
-                return running[0], False
-            if lookahead and (name in self._stored or name in self._failed):
-                return None, False
-            try:
-                size = path.stat().st_size
-            except OSError:
-                size = 0
-            future: Future[Any] = Future()
-            self._pushes[name] = (future, size)
-        future.add_done_callback(lambda _f: self._forget_push(name, _f))
-        return future, True
-
-    def _forget_push(self, name: str, future: Future[Any]) -> None:
-        with self._lock:
-            self._pushes.pop(name, None)
-            if future.exception():
-                self._failed.add(name)  # retried when PostgreSQL asks for it again, not by every refill
-            else:
-                self._failed.discard(name)
-                self._stored[name] = None
-                while len(self._stored) > _REMEMBER:
-                    del self._stored[next(iter(self._stored))]
-            self._last_activity = time.monotonic()
-        if self._stopping.is_set():
-            return
-        try:  # keep the pipeline full while PostgreSQL has ready files (on the pool: no recursion here)
-            self.pool.submit(self._look_ahead)
-        except RuntimeError:  # the pool is shutting down
-            return
-
-    def _push_task(self, name: str, path: Path, lookahead: bool) -> Uploaded | AlreadyArchived:
-        started = time.monotonic()
-        try:
-            stamp = stamp_of(path)
-            outcome = push(path, self.store, self.layout, self._push_options(), self.data_dir, self.memo)
-            if _stamp_or_none(path) == stamp:  # acknowledge only the very file that was stored (it may be gone)
-                self.spool.write_ack(name, stamp, "archived" if isinstance(outcome, Uploaded) else "duplicate")
-        except Exception as exc:
-            if lookahead:
-                self.spool.write_error(name, encode_error(exc))
-            log.warning("push %s failed: %s", name, getattr(exc, "message", exc))
-            raise
-        log.info("push %s: %s in %.3fs", name, type(outcome).__name__, time.monotonic() - started)
-        return outcome
-
-    def _push_options(self) -> PushOptions:
-        with self._options_lock:
-            if self._options is None:
-                made = self._make_options()
-                if made.fallback is not None:  # decide again after the endpoint turned out to refuse conditions
-                    made = replace(made, fallback=partial(self._forget_options, made.fallback))
-                self._options = made
-            return self._options
-
-    def _forget_options(self, fallback: Callable[[], None]) -> None:
-        fallback()
-        with self._options_lock:
-            self._options = None
-
-    def _look_ahead(self) -> None:
-        """Queue the files PostgreSQL has marked ready, oldest first, within the look-ahead and byte limits."""
-        pg_wal = self._pg_wal
-        if pg_wal is None or self._stopping.is_set():
-            return
-        try:
-            ready = [n[: -len(_READY)] for n in os.listdir(pg_wal / "archive_status") if n.endswith(_READY)]
-        except OSError:
-            return
-        ready.sort(key=lambda n: (not n.endswith(".history"), n))  # history files first, as PostgreSQL does
-        with self._lock:
-            queued = len(self._pushes)
-            skip = set(self._pushes) | set(self._stored) | self._failed
-        for name in ready:
-            if queued >= self.settings.async_lookahead or self._queued_bytes() >= self.settings.async_queue_bytes:
-                break
-            if name in skip or parse_wal_name(name) is None:
-                continue
-            if any((self.spool.archive_dir / f"{name}{s}").exists() for s in (".ok", ".error")):
-                continue
-            future, new = self._claim(name, pg_wal / name, lookahead=True)
-            if future is None or not new:
-                continue
-            try:
-                self.pool.submit(settle, future, self._push_task, name, pg_wal / name, True)
-            except RuntimeError as exc:  # the pool is shutting down: nothing may wait on this upload forever
-                future.set_exception(exc)
-                return
-            queued += 1
-
-    def _queued_bytes(self) -> int:
-        with self._lock:
-            return sum(size for _future, size in self._pushes.values())
