@@ -2,7 +2,7 @@
 
 PostgreSQL runs ``walbucket push %p`` / ``walbucket get %f %p`` once per WAL file. In asynchronous mode most calls
 are answered from the spool or by a running worker, so this module tries that first with nothing but os, socket and
-json imported, and hands over to cli.run (argparse, settings, and boto3 when needed) for everything else: other
+json imported, and hands over to cli/main.py (argparse, settings, and boto3 when needed) for everything else: other
 commands or options, no running worker, a look-ahead error to report, a settings file it is unsure how to read. The
 fast path reads only the settings it needs (async, spool_dir, state_dir, async_wait: cli/scan.py) from the
 environment and the settings file; the worker it talks to was started by the full command, which validated all of them.

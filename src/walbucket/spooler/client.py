@@ -1,7 +1,7 @@
 """The command's side of asynchronous mode: answer from the spool, or ask the worker (starting it if allowed).
 
 This is the path PostgreSQL runs thousands of times, so it imports only os, socket, json and walbucket's errors
-(no boto3, no dataclasses, no pathlib): the lean entry point fastpath.py calls it before anything else is imported.
+(no boto3, no dataclasses, no pathlib): the lean entry point cli/entry.py calls it before anything else is imported.
 Results are plain dicts; cli/lines.py turns them into the log line.
 """
 

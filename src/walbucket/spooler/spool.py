@@ -12,7 +12,7 @@ One subdirectory per data directory (named by its device and inode number), priv
 An acknowledgement records the identity of the file it covers (device, inode, size, mtime), so a later file under
 the same name (a recycled segment, a restored data directory) is never answered from an old acknowledgement.
 Acknowledgements and errors record, and prefetched files live under, the settings fingerprint FP of the worker that
-wrote them (fingerprint.py): a command with other settings never takes them.
+wrote them (core/fingerprint.py): a command with other settings never takes them.
 """
 
 from __future__ import annotations

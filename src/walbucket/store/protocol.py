@@ -1,7 +1,7 @@
 """The Store port: the handful of object-storage operations walbucket needs.
 
 The contract lives in these docstrings and is tested by tests/test_store_contract.py against every adapter.
-Adapters translate their own errors into walbucket.errors: StoreUnavailable for transient failures that outlasted
+Adapters translate their own errors into core/errors.py's: StoreUnavailable for transient failures that outlasted
 the retry budget, StoreError for refusals. Absence is an answer (None or False), never an exception.
 """
 
