@@ -6,6 +6,8 @@ process), stunnel in front of it for pgBackRest (which speaks S3 only over TLS),
 clusters (as the 'postgres' user when run as root). Every process it started is stopped by its PID.
 
 What it measures (docs/performance.md explains each figure):
+  startup     a fresh interpreter importing walbucket's paths (python -c), and the installed bin/walbucket exec'd as
+              PostgreSQL runs it, answering a push and a get from a spool prepared for it (tools/bench_micro.py)
   latency     one push and one get: cold (sync, a fresh process each), through the async worker and from its
               spool, and a get of a file that is not archived; medians of --runs runs
   live        pgbench -i -s SCALE (about 1.03 GiB of WAL at 85) with archiving on: archive rate, the backlog of
@@ -914,7 +916,9 @@ def main(argv: list[str]) -> int:
             "walbucket_codec": _walbucket_codec(),
         },
         "machine": machine_details(lab),
-        "startup": startup_profile(str(walbucket_executable().with_name("python")), args.runs),
+        "startup": startup_profile(
+            str(walbucket_executable().with_name("python")), args.runs, str(walbucket_executable())
+        ),
         "modes": {},
     }
     cpu0 = _machine_cpu()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["render", "targets"]
+__all__ = ["render", "startup_lines", "targets"]
 
 _LATENCY_ROWS = [
     ("push, cold process (sync)", "wb.sync.push", "pgbr.sync.push"),
@@ -145,14 +145,17 @@ def _machine(results: dict[str, Any]) -> list[str]:
     ]
 
 
-def _startup(results: dict[str, Any]) -> list[str]:
+def startup_lines(results: dict[str, Any]) -> list[str]:
+    """The start-up and codec lines of the report (tools/bench_micro.py's figures)."""
     lines = []
     st = results.get("startup") or {}
     if st:
         cells = [
             ("python -c pass", "python_startup"),
             ("minimal client (-I -S, os+socket+json)", "minimal_client_floor"),
-            ("async fast path (fastpath + async_client)", "async_fast_path"),
+            ("async fast path, imports only (python -c)", "async_fast_path"),
+            ("bin/walbucket push, answered from the spool", "script_push"),
+            ("bin/walbucket get, answered from the spool", "script_get"),
             ("full command line (walbucket.cli.main)", "full_cli"),
             ("sync path (+ boto3 and an S3 client)", "sync_path_boto3_client"),
         ]
@@ -161,6 +164,13 @@ def _startup(results: dict[str, Any]) -> list[str]:
             if k in st:
                 cell = st[k].get("error") or f"{st[k]['wall_ms']:>8.0f} / {st[k]['cpu_ms']:.0f}"
                 lines.append(f"  {label:48}{cell}")
+        imports = st.get("script_imports")
+        if imports:
+            unwanted = ", ".join(imports["unwanted"]) or "none"
+            lines.append(
+                f"  bin/walbucket exec'd as archive_command runs it; its push imported {imports['modules']} modules, "
+                f"of re, json, argparse, tomllib, boto3, botocore: {unwanted}"
+            )
         top = st.get("importtime_top", [])
         if top:
             lines.append(
@@ -192,7 +202,7 @@ def render(results: dict[str, Any]) -> str:
         f"pgBackRest compress-type=zst level 3, archive-async=y, process-max=4 (TLS through stunnel); "
         f"pgBackRest {s['pgbackrest']}"
     )
-    lines += _startup(results)
+    lines += startup_lines(results)
     latency = results.get("latency") or {}
     if latency:
         lines += ["", f"Latency: median wall time of {s['runs']} runs [median CPU ms, max RSS]", ""]
