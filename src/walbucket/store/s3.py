@@ -1,5 +1,5 @@
 """The S3 adapter: boto3 underneath, walbucket's errors above. botocore's exceptions never leave the adapter
-(this module, s3_wire.py, s3_proof.py, s3_probe.py).
+(this module, s3_bucket.py, s3_wire.py, s3_proof.py, s3_probe.py).
 
 One retry policy (tenacity) wraps every request: exponential backoff with jitter, for transient errors only, until
 the retry budget is spent. The store's own 404 (``NoSuchKey``) and 412 are answers, never retried; 403 and other
@@ -27,10 +27,10 @@ from botocore.exceptions import (
 
 from walbucket.core.errors import (
     ConditionalWritesUnsupported,
-    StoreUnavailable,
 )
 from walbucket.store import s3_wire as wire
 from walbucket.store.protocol import LifecycleRules, ObjectInfo, StoredObject, StoreFeatures
+from walbucket.store.s3_bucket import S3Bucket
 from walbucket.store.s3_proof import prove
 from walbucket.store.s3_wire import retry_policy
 
@@ -57,40 +57,16 @@ class S3Store:
         sleep: Callable[[float], None] | None = None,
         features: StoreFeatures | None = None,
     ) -> None:
-        self._client = client
-        self._features = features or StoreFeatures()
-        self._bucket = bucket
-        self._budget = retry_budget
-        self._sleep = sleep
-        self._threshold = multipart_threshold
-        self._chunk = multipart_chunk_size
-        self._put_extra: dict[str, str] = {}
+        put_extra: dict[str, str] = {}
         if storage_class:
-            self._put_extra["StorageClass"] = storage_class
+            put_extra["StorageClass"] = storage_class
         if sse:
-            self._put_extra["ServerSideEncryption"] = sse
+            put_extra["ServerSideEncryption"] = sse
         if sse_kms_key_id:
-            self._put_extra["SSEKMSKeyId"] = sse_kms_key_id
-
-    def _call(self, key: str, fn: Callable[[], T]) -> T:
-        """Run one request under the retry policy, translating every botocore error."""
-
-        def attempt() -> T:
-            try:
-                return fn()
-            except Exception as exc:
-                translated = wire.classify(exc, key)
-                if translated is exc:
-                    raise
-                raise translated from exc
-
-        try:
-            return retry_policy(self._budget, self._sleep)(attempt)
-        except wire.Transient as exc:
-            raise StoreUnavailable(
-                f"storage unavailable for '{key}' after retrying for {self._budget:g}s: {exc.message}",
-                hint="the endpoint is down, unreachable or throttling; raise retry_budget to wait longer",
-            ) from exc
+            put_extra["SSEKMSKeyId"] = sse_kms_key_id
+        self._s3 = S3Bucket(client, bucket, retry_budget, sleep, put_extra, multipart_chunk_size)
+        self._features = features or StoreFeatures()
+        self._threshold = multipart_threshold
 
     def _absent_is_none(self, key: str, fn: Callable[[], T], *, bodiless: bool = False) -> T | None:
         """Run ``fn``; None only when the store says NoSuchKey (``bodiless``: a HEAD, whose 404 a GET confirms)."""
@@ -106,12 +82,12 @@ class S3Store:
                     return None
                 raise
 
-        return self._call(key, request)
+        return self._s3.call(key, request)
 
     def _confirmed_absent(self, key: str) -> bool:
         """Ask for one byte of ``key``: True only when the store answers with its own NoSuchKey."""
         try:
-            self._client.get_object(Bucket=self._bucket, Key=key, Range="bytes=0-0")["Body"].read()
+            self._s3.client.get_object(Bucket=self._s3.name, Key=key, Range="bytes=0-0")["Body"].read()
         except ClientError as exc:
             if wire.code_of(exc)[0] == wire.NO_SUCH_KEY:
                 return True
@@ -120,7 +96,7 @@ class S3Store:
 
     def read(self, key: str) -> StoredObject | None:
         def request() -> StoredObject:
-            response = self._client.get_object(Bucket=self._bucket, Key=key)
+            response = self._s3.client.get_object(Bucket=self._s3.name, Key=key)
             body = response["Body"].read()
             return StoredObject(ObjectInfo(key, len(body), dict(response.get("Metadata", {}))), body)
 
@@ -128,7 +104,7 @@ class S3Store:
 
     def head(self, key: str) -> ObjectInfo | None:
         def request() -> ObjectInfo:
-            response = self._client.head_object(Bucket=self._bucket, Key=key)
+            response = self._s3.client.head_object(Bucket=self._s3.name, Key=key)
             return ObjectInfo(key, int(response["ContentLength"]), dict(response.get("Metadata", {})))
 
         return self._absent_is_none(key, request, bodiless=True)
@@ -136,7 +112,7 @@ class S3Store:
     def tags(self, key: str) -> dict[str, str] | None:
         def request() -> dict[str, str]:
             try:
-                response = self._client.get_object_tagging(Bucket=self._bucket, Key=key)
+                response = self._s3.client.get_object_tagging(Bucket=self._s3.name, Key=key)
             except ClientError as exc:
                 if wire.code_of(exc)[0] != wire.NO_SUCH_KEY and wire.refuses_header(*wire.code_of(exc)):
                     return {}  # a store without the tagging API (Garage, R2): its objects have no tags
@@ -151,9 +127,9 @@ class S3Store:
             extra = {"ContinuationToken": token} if token else {}
 
             def page_request(extra: dict[str, str] = extra) -> dict[str, Any]:
-                return dict(self._client.list_objects_v2(Bucket=self._bucket, Prefix=prefix, **extra))
+                return dict(self._s3.client.list_objects_v2(Bucket=self._s3.name, Prefix=prefix, **extra))
 
-            page = self._call(prefix, page_request)
+            page = self._s3.call(prefix, page_request)
             for item in page.get("Contents", []):
                 yield ObjectInfo(item["Key"], int(item["Size"]), last_modified=wire.posix(item.get("LastModified")))
             if not page.get("IsTruncated"):
@@ -166,9 +142,10 @@ class S3Store:
             extra = {"ContinuationToken": token} if token else {}
 
             def page_request(extra: dict[str, str] = extra) -> dict[str, Any]:
-                return dict(self._client.list_objects_v2(Bucket=self._bucket, Prefix=prefix, Delimiter="/", **extra))
+                s3 = self._s3
+                return dict(s3.client.list_objects_v2(Bucket=s3.name, Prefix=prefix, Delimiter="/", **extra))
 
-            page = self._call(prefix, page_request)
+            page = self._s3.call(prefix, page_request)
             for item in page.get("CommonPrefixes", []):
                 yield str(item["Prefix"])
             if not page.get("IsTruncated"):
@@ -178,14 +155,14 @@ class S3Store:
     def lifecycle_rules(self) -> LifecycleRules | None:
         def request() -> LifecycleRules | None:
             try:
-                response = self._client.get_bucket_lifecycle_configuration(Bucket=self._bucket)
+                response = self._s3.client.get_bucket_lifecycle_configuration(Bucket=self._s3.name)
             except ClientError as exc:
                 if wire.code_of(exc)[0] == wire.NO_LIFECYCLE:
                     return None
                 raise
             return [dict(rule) for rule in response.get("Rules", [])]
 
-        return self._call(f"lifecycle configuration of bucket {self._bucket}", request)
+        return self._s3.call(f"lifecycle configuration of bucket {self._s3.name}", request)
 
     def create(self, key: str, body: bytes, metadata: Mapping[str, str], tags: Mapping[str, str]) -> bool:
         return self._write(key, body, metadata, tags, conditional=True)
@@ -196,7 +173,7 @@ class S3Store:
     def probe_features(self, key: str, *, conditional: bool = True) -> StoreFeatures:
         from walbucket.store.s3_probe import probe_features
 
-        return probe_features(self, key, conditional=conditional)
+        return probe_features(self._s3, key, conditional=conditional)
 
     def with_features(self, features: StoreFeatures) -> S3Store:
         adapted = copy.copy(self)
@@ -208,7 +185,7 @@ class S3Store:
     ) -> bool:
         features = self._features
         condition = {"IfNoneMatch": "*"} if conditional else {}
-        common: dict[str, Any] = {"Bucket": self._bucket, "Key": key, "Metadata": dict(metadata)}
+        common: dict[str, Any] = {"Bucket": self._s3.name, "Key": key, "Metadata": dict(metadata)}
         if features.tags and tags:
             common["Tagging"] = urlencode(tags, quote_via=quote)  # %20, not '+': Ceph RGW decodes only that
         # Where the endpoint ignores the condition on CompleteMultipartUpload, a conditional create goes as one PUT
@@ -223,14 +200,16 @@ class S3Store:
         def request() -> bool:
             try:
                 if multipart:
-                    response = self._multipart(key, body, common, condition)
-                    held = prove(self, key, body, metadata, response, sent={})
+                    response = self._s3.multipart(key, body, common, condition, features.checksum)
+                    held = prove(self._s3, key, body, metadata, response, sent={})
                     if "Tagging" in common and held is not None and not int(held.get("TagCount") or 0):
                         self._tag(key, tags)  # Ceph RGW 16.2 drops the tags of CreateMultipartUpload
                 else:
                     sent = wire.integrity(features.checksum, body)
-                    response = self._client.put_object(Body=body, **sent, **common, **condition, **self._put_extra)
-                    prove(self, key, body, metadata, response, sent=sent)
+                    response = self._s3.client.put_object(
+                        Body=body, **sent, **common, **condition, **self._s3.put_extra
+                    )
+                    prove(self._s3, key, body, metadata, response, sent=sent)
                 return True
             except ClientError as exc:
                 code, _status = wire.code_of(exc)
@@ -244,36 +223,8 @@ class S3Store:
                     ) from exc
                 raise
 
-        return self._call(key, request)
+        return self._s3.call(key, request)
 
     def _tag(self, key: str, tags: Mapping[str, str]) -> None:
         tag_set = [{"Key": k, "Value": v} for k, v in tags.items()]
-        self._client.put_object_tagging(Bucket=self._bucket, Key=key, Tagging={"TagSet": tag_set})
-
-    def _multipart(self, key: str, body: bytes, common: dict[str, Any], condition: dict[str, str]) -> Mapping[str, Any]:
-        checksum = self._features.checksum
-        algorithm = {"ChecksumAlgorithm": "SHA256"} if checksum == "sha256" else {}
-        upload = self._client.create_multipart_upload(**algorithm, **common, **self._put_extra)
-        upload_id = upload["UploadId"]
-        try:
-            parts = []
-            view = memoryview(body)
-            for number, start in enumerate(range(0, len(body), self._chunk), start=1):
-                chunk = bytes(view[start : start + self._chunk])
-                sent = wire.integrity(checksum, chunk)
-                response = self._client.upload_part(
-                    Bucket=self._bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk, **sent
-                )
-                parts.append({"PartNumber": number, "ETag": response["ETag"], **{
-                    k: v for k, v in sent.items() if k == "ChecksumSHA256"}})  # fmt: skip
-            return dict(
-                self._client.complete_multipart_upload(
-                    Bucket=self._bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **condition
-                )
-            )
-        except BaseException:
-            try:
-                self._client.abort_multipart_upload(Bucket=self._bucket, Key=key, UploadId=upload_id)
-            except Exception:  # noqa: BLE001 - best effort; the lifecycle rule removes what is left
-                log.debug("could not abort multipart upload of '%s'", key)
-            raise
+        self._s3.client.put_object_tagging(Bucket=self._s3.name, Key=key, Tagging={"TagSet": tag_set})

@@ -1,6 +1,6 @@
 """Probe what an S3 endpoint does with what uploads may carry: checksum headers, tags, If-None-Match on completion.
 
-Part of the S3 adapter (it uses S3Store's client and retry policy): each probe is a create of a key of its own under
+Part of the S3 adapter (it talks to the bucket through s3_bucket.py): each probe is a create of a key of its own under
 ``<prefix>/probe/``, with If-None-Match where the endpoint honours it and the storage class and encryption of real
 uploads, so that a bucket policy requiring them lets the probe through. Probe objects are left in place.
 """
@@ -16,14 +16,14 @@ from walbucket.store import s3_wire as wire
 from walbucket.store.protocol import StoreFeatures
 
 if TYPE_CHECKING:
-    from walbucket.store.s3 import S3Store
+    from walbucket.store.s3_bucket import S3Bucket
 
 __all__ = ["probe_features"]
 
 log = logging.getLogger("walbucket.s3")
 
 
-def probe_features(store: S3Store, key: str, *, conditional: bool = True) -> StoreFeatures:
+def probe_features(bucket: S3Bucket, key: str, *, conditional: bool = True) -> StoreFeatures:
     """Find what uploads to this store may carry (StoreFeatures), with probe objects under ``key``-*."""
     body = b"walbucket feature probe: safe to keep, never read\n"
     # Every probe write is a create of a key of its own, with If-None-Match where the endpoint honours it and the
@@ -31,25 +31,24 @@ def probe_features(store: S3Store, key: str, *, conditional: bool = True) -> Sto
     condition = {"IfNoneMatch": "*"} if conditional else {}
     # A deliberately wrong value tells a store that checks the header from one that merely accepts it (Ceph RGW
     # before Tentacle accepts a wrong SHA-256 but refuses a wrong Content-MD5).
-    answers = {c: _put_probe(store, f"{key}-{c}", body, c, condition, wrong=True) for c in ("sha256", "md5")}
+    answers = {c: _put_probe(bucket, f"{key}-{c}", body, c, condition, wrong=True) for c in ("sha256", "md5")}
     checked = [c for c, answer in answers.items() if answer == "checked"]
     accepted = [c for c, answer in answers.items() if answer != "refused"]
     checksum = (checked or accepted or ["none"])[0]
     tags_key = f"{key}-tags"
-    tags = _put_probe(store, tags_key, body, checksum, condition, tags=True) == "accepted" and _tags_kept(
-        store, tags_key
+    tags = _put_probe(bucket, tags_key, body, checksum, condition, tags=True) == "accepted" and _tags_kept(
+        bucket, tags_key
     )
     honoured = False
     if conditional:
-        probing = store.with_features(StoreFeatures(tags, checksum, conditional_multipart=True))
         multipart_key = f"{key}-multipart"
-        honoured = _complete_small_multipart(probing, multipart_key, body) == "created"
-        honoured = honoured and _complete_small_multipart(probing, multipart_key, body) == "exists"
+        honoured = _complete_small_multipart(bucket, multipart_key, body, checksum) == "created"
+        honoured = honoured and _complete_small_multipart(bucket, multipart_key, body, checksum) == "exists"
     return StoreFeatures(tags, checksum, honoured, checksum_checked=bool(checked))
 
 
 def _put_probe(
-    store: S3Store,
+    bucket: S3Bucket,
     key: str,
     body: bytes,
     checksum: str,
@@ -65,8 +64,8 @@ def _put_probe(
 
     def request() -> str:
         try:
-            store._client.put_object(
-                Bucket=store._bucket, Key=key, Body=body, **header, **extra, **condition, **store._put_extra
+            bucket.client.put_object(
+                Bucket=bucket.name, Key=key, Body=body, **header, **extra, **condition, **bucket.put_extra
             )
         except ClientError as exc:
             code, status = wire.code_of(exc)
@@ -80,15 +79,15 @@ def _put_probe(
             raise
         return "accepted"
 
-    return store._call(key, request)
+    return bucket.call(key, request)
 
 
-def _tags_kept(store: S3Store, key: str) -> bool:
+def _tags_kept(bucket: S3Bucket, key: str) -> bool:
     """Whether the probe object's tags read back: a store may accept the header and drop it (Garage)."""
 
     def request() -> bool:
         try:
-            found = store._client.get_object_tagging(Bucket=store._bucket, Key=key).get("TagSet", [])
+            found = bucket.client.get_object_tagging(Bucket=bucket.name, Key=key).get("TagSet", [])
         except ClientError as exc:
             code, status = wire.code_of(exc)
             if code in wire.DENIED:
@@ -98,15 +97,15 @@ def _tags_kept(store: S3Store, key: str) -> bool:
             raise
         return {"Key": "walbucket-kind", "Value": "probe"} in found
 
-    return store._call(key, request)
+    return bucket.call(key, request)
 
 
-def _complete_small_multipart(store: S3Store, key: str, body: bytes) -> str:
+def _complete_small_multipart(bucket: S3Bucket, key: str, body: bytes, checksum: str) -> str:
     """Complete a one-part upload with If-None-Match: "created", "exists" (412) or "rejected" (501)."""
 
     def request() -> str:
         try:
-            store._multipart(key, body, {"Bucket": store._bucket, "Key": key}, {"IfNoneMatch": "*"})
+            bucket.multipart(key, body, {"Bucket": bucket.name, "Key": key}, {"IfNoneMatch": "*"}, checksum)
         except ClientError as exc:
             code = wire.code_of(exc)[0]
             if code in wire.EXISTS:
@@ -116,4 +115,4 @@ def _complete_small_multipart(store: S3Store, key: str, body: bytes) -> str:
             raise
         return "created"
 
-    return store._call(key, request)
+    return bucket.call(key, request)

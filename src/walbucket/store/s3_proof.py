@@ -17,13 +17,13 @@ from walbucket.core.keylayout import META_SHA256
 from walbucket.store import s3_wire as wire
 
 if TYPE_CHECKING:
-    from walbucket.store.s3 import S3Store
+    from walbucket.store.s3_bucket import S3Bucket
 
 __all__ = ["prove"]
 
 
 def prove(
-    store: S3Store,
+    bucket: S3Bucket,
     key: str,
     body: bytes,
     metadata: Mapping[str, str],
@@ -47,13 +47,13 @@ def prove(
     single_part = "-" not in etag and not response.get("UploadId")
     if etag and single_part and etag == wire.md5_of(body, sent).hex():
         return None
-    if single_part and wire.MD5_HEX.fullmatch(etag) and store._put_extra.get("ServerSideEncryption") != "aws:kms":
+    if single_part and wire.MD5_HEX.fullmatch(etag) and bucket.put_extra.get("ServerSideEncryption") != "aws:kms":
         # An ETag in MD5's form that is not the body's MD5: other bytes were stored (damaged in transit, where
         # the store checks no header), or the store's ETags are not MD5s (MinIO with encryption): read it back.
-        _compare_stored(store, key, body)
+        _compare_stored(bucket, key, body)
         return None
     try:
-        stored = store._client.head_object(Bucket=store._bucket, Key=key)
+        stored = bucket.client.head_object(Bucket=bucket.name, Key=key)
     except ClientError as exc:
         if wire.code_of(exc)[1] == 404:
             raise wire.Transient(
@@ -66,9 +66,9 @@ def prove(
     return dict(stored)
 
 
-def _compare_stored(store: S3Store, key: str, body: bytes) -> None:
+def _compare_stored(bucket: S3Bucket, key: str, body: bytes) -> None:
     try:
-        stored = store._client.get_object(Bucket=store._bucket, Key=key)["Body"].read()
+        stored = bucket.client.get_object(Bucket=bucket.name, Key=key)["Body"].read()
     except ClientError as exc:
         if wire.code_of(exc)[1] == 404:
             raise wire.Transient(f"the store answered the upload of '{key}' with success but does not hold it") from exc
