@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from walbucket.admin import check as check_module
 from walbucket.admin.check import CheckReport, run_checks
 from walbucket.core.errors import ConfigError, StoreError, StoreUnavailable
 from walbucket.core.identity import ArchiveIdentity, encode_identity
@@ -42,10 +43,11 @@ def run(
     credentials: Callable[[], str | None] = lambda: "env",
     switch_wal: Callable[[], str] | None = None,
     wait_timeout: float = 5.0,
+    sleep: Callable[[float], None] = lambda _s: None,
 ) -> CheckReport:
     return run_checks(
         store, LAYOUT, settings_detail="bucket 'b'", credentials=credentials, conditional_mode=mode,
-        data_dir=pgdata, switch_wal=switch_wal, wait_timeout=wait_timeout, token="t0k3n", sleep=lambda _s: None,
+        data_dir=pgdata, switch_wal=switch_wal, wait_timeout=wait_timeout, token="t0k3n", sleep=sleep,
     )  # fmt: skip
 
 
@@ -173,17 +175,34 @@ def test_an_archive_without_identity_is_fine_for_a_new_setup(tmp_path: Path) -> 
     assert report.failed == ()
 
 
-def test_archiving_waits_for_the_switched_segment(tmp_path: Path) -> None:
+class _Clock:
+    """check's clock (time.monotonic) that only its sleep moves on: waiting out a timeout takes no time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_archiving_waits_for_the_switched_segment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(check_module, "time", clock)  # check.py's own reference to the time module, no other's
     store = with_identity(MemoryStore())
     name = "000000010000000000000005"
-    arrived = run(store, data_dir(tmp_path), switch_wal=lambda: name)
+    arrived = run(store, data_dir(tmp_path), switch_wal=lambda: name, sleep=clock.sleep)
     assert statuses(arrived)["archiving"] == "FAIL"  # nothing archives in this test: it never arrives
     [item] = [item for item in arrived.items if item.name == "archiving"]
     assert item.detail == f"'{name}' did not arrive in the archive within 5s"
 
     store.put(f"p/wal/0000000100000000/{name}", b"x", {}, {})
     [item] = [
-        item for item in run(store, data_dir(tmp_path), switch_wal=lambda: name).items if item.name == "archiving"
+        item
+        for item in run(store, data_dir(tmp_path), switch_wal=lambda: name, sleep=clock.sleep).items
+        if item.name == "archiving"
     ]
     assert item.status == "OK" and item.detail.startswith(f"'{name}' arrived in the archive after ")
 
