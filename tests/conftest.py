@@ -282,12 +282,14 @@ class InProcessCli(Cli):
         self.bucket = env["WALBUCKET_BUCKET"]
         self._capsys = capsys
         self._monkeypatch = monkeypatch
+        self._start_dir = Path.cwd()  # a command without cwd runs here, as a process would: in the test's directory
+        self._versions: list[object] = []  # every entry version() saw, kept alive so that no id is reused
 
     def run(
         self, args: list[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
-        if cwd is not None:
-            self._monkeypatch.chdir(cwd)  # the data directory is the working directory, as for PostgreSQL's commands
+        # the data directory is the working directory, as for PostgreSQL's commands
+        self._monkeypatch.chdir(self._start_dir if cwd is None else cwd)
         self._capsys.readouterr()  # what the test printed before is not the command's
         # main() sends log records to stderr with logging.basicConfig, which does nothing where the root logger has a
         # handler: pytest's are set aside for the call, so that each call logs at its own level (-v) as a process does.
@@ -324,8 +326,9 @@ class InProcessCli(Cli):
         return dict(self.store.objects[key].tags)
 
     def version(self, key: str) -> object:
-        entry = self.store.objects[key]
-        return (id(entry), entry.modified, entry.body)  # each write stores a new entry
+        entry = self.store.objects[key]  # each write stores a new entry
+        self._versions.append(entry)
+        return id(entry)
 
     def put(
         self, key: str, body: bytes, metadata: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None
@@ -405,7 +408,7 @@ def memory_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Cli:
+def cli(request: pytest.FixtureRequest) -> Cli:
     """The command line of this test: in process against a MemoryStore unless parametrized with "process"."""
     mode = getattr(request, "param", "in-process")
     if mode == "process":
