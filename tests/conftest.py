@@ -5,29 +5,42 @@ buckets, and the walbucket executable.
 ``store_endpoint`` is parametrized over ``ENDPOINTS`` (moto over http, RGW over http, RGW over https), with
 ``endpoint_bucket`` and ``endpoint_env`` on it: a test that takes them runs against each. A test that needs only some
 endpoints narrows them with ``@pytest.mark.parametrize("store_endpoint", [...], indirect=True)``.
+
+``cli`` is the command line of the CLI tests: ``walbucket.cli.main.main`` called in this process against an in-memory
+store, or (parametrized with "process") the walbucket executable against moto (see ``Cli``).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
 from lab_rgw import RgwServer
-from lab_s3 import MotoServer
+from lab_s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
+from walbucket.cli.main import main as cli_main
+from walbucket.core.settings import Settings
+from walbucket.store.memory import MemoryStore
+from walbucket.store.protocol import Store, StoreFeatures
 from walfactory import segment_bytes
 
 _BUCKETS = itertools.count(1)
 WALBUCKET = Path(sys.executable).with_name("walbucket")
+# What moto takes in an upload, as its probe finds it (wb_env's store-features.json); the in-memory store of the
+# in-process CLI tests is made to answer the probe the same way, so that both report alike.
+MOTO_FEATURES = StoreFeatures(tags=True, checksum="sha256", conditional_multipart=True, checksum_checked=False)
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +72,7 @@ def wb_env(moto_server: MotoServer, bucket: str, tmp_path: Path) -> dict[str, st
     """
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
-    features = {"tags": True, "checksum": "sha256", "conditional_multipart": True, "checksum_checked": False}
+    features = asdict(MOTO_FEATURES)
     (state / "store-features.json").write_text(json.dumps({f"{moto_server.url}/{bucket}": features}))
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -202,3 +215,208 @@ def bucket_keys(s3_client: Any, bucket: str) -> Callable[[], list[str]]:
         return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
 
     return keys
+
+
+# --- CLI tests: main() in this process against a MemoryStore, or the executable against moto ------------------------
+
+MEMORY_ENDPOINT = "http://walbucket-memory-store.invalid"  # in settings only: the in-process store is a MemoryStore
+
+
+class Cli:
+    """The walbucket command line a test drives, with the archive it writes to.
+
+    ``InProcessCli`` calls ``walbucket.cli.main.main`` in this process with a ``MemoryStore`` (the default: no process
+    start, no boto3, no HTTP); ``ProcessCli`` runs the installed executable, as PostgreSQL does, against moto's S3
+    server. A test takes the fixture ``cli`` and runs in process; it keeps the executable, for what only a process
+    shows (exit status, the process environment, the console script, a real endpoint), with
+    ``@pytest.mark.parametrize("cli", ["process"], indirect=True)`` (or "process" among its parameters).
+    ``run`` returns a CompletedProcess either way: returncode, stdout, stderr.
+    """
+
+    name: str
+    env: dict[str, str]  # the environment of the command: settings for this test's archive, HOME and state_dir
+    store: Store  # the archive, for filling it through walbucket's own services
+
+    def run(
+        self, args: list[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        raise NotImplementedError
+
+    def run_all(self, calls: list[tuple[list[str], Mapping[str, str], Path]]) -> list[subprocess.CompletedProcess[str]]:
+        """Run independent commands, (args, env, cwd) each; results in the order of ``calls``."""
+        return [self.run(args, env, cwd) for args, env, cwd in calls]
+
+    def bucket_keys(self) -> list[str]:
+        """Every key in the archive's bucket, sorted."""
+        raise NotImplementedError
+
+    def metadata(self, key: str) -> dict[str, str]:
+        raise NotImplementedError
+
+    def body(self, key: str) -> bytes:
+        raise NotImplementedError
+
+    def tags(self, key: str) -> dict[str, str]:
+        raise NotImplementedError
+
+    def version(self, key: str) -> object:
+        """What changes when the object is written again, even with the same bytes (S3: ETag and LastModified)."""
+        raise NotImplementedError
+
+    def put(
+        self, key: str, body: bytes, metadata: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None
+    ) -> None:
+        """Write an object behind walbucket's back, as a person with the bucket's credentials would."""
+        raise NotImplementedError
+
+
+class InProcessCli(Cli):
+    """``main(argv, env, open_store)`` in this process, against ``store``; stdout and stderr captured with capsys."""
+
+    name = "in-process"
+
+    def __init__(self, store: MemoryStore, env: dict[str, str], capsys: pytest.CaptureFixture[str],
+                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+        self.store: MemoryStore = store
+        self.env = env
+        self.bucket = env["WALBUCKET_BUCKET"]
+        self._capsys = capsys
+        self._monkeypatch = monkeypatch
+        self._start_dir = Path.cwd()  # a command without cwd runs here, as a process would: in the test's directory
+        self._versions: list[object] = []  # every entry version() saw, kept alive so that no id is reused
+
+    def run(
+        self, args: list[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        # the data directory is the working directory, as for PostgreSQL's commands
+        self._monkeypatch.chdir(self._start_dir if cwd is None else cwd)
+        self._capsys.readouterr()  # what the test printed before is not the command's
+        # main() sends log records to stderr with logging.basicConfig, which does nothing where the root logger has a
+        # handler: pytest's are set aside for the call, so that each call logs at its own level (-v) as a process does.
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
+        root.handlers = []
+        try:
+            code = cli_main(args, self.env if env is None else env, open_store=self._open_store)
+        except SystemExit as exc:  # --help and --version: argparse exits, and the console script with it
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        finally:
+            root.handlers = handlers
+            root.setLevel(level)
+        out, err = self._capsys.readouterr()
+        return subprocess.CompletedProcess(["walbucket", *args], code, out, err)
+
+    def _open_store(self, settings: Settings) -> MemoryStore:
+        # The store is this test's bucket and no other: settings that name another one fail the command (exit 70 or
+        # 250, the error on stderr), as they would fail to find this bucket's objects on S3.
+        if settings.bucket != self.bucket:
+            raise AssertionError(f"the in-process store is bucket '{self.bucket}', not '{settings.bucket}'")
+        return self.store
+
+    def bucket_keys(self) -> list[str]:
+        return sorted(self.store.objects)
+
+    def metadata(self, key: str) -> dict[str, str]:
+        return dict(self.store.objects[key].metadata)
+
+    def body(self, key: str) -> bytes:
+        return self.store.objects[key].body
+
+    def tags(self, key: str) -> dict[str, str]:
+        return dict(self.store.objects[key].tags)
+
+    def version(self, key: str) -> object:
+        entry = self.store.objects[key]  # each write stores a new entry
+        self._versions.append(entry)
+        return id(entry)
+
+    def put(
+        self, key: str, body: bytes, metadata: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None
+    ) -> None:
+        self.store.put(key, body, metadata or {}, tags or {})
+
+
+class ProcessCli(Cli):
+    """The walbucket executable in a fresh process (``run_walbucket``), against this test's bucket on moto."""
+
+    name = "process"
+
+    def __init__(self, moto: MotoServer, bucket: str, env: dict[str, str]) -> None:
+        from walbucket.store.s3 import S3Store
+
+        self.bucket = bucket
+        self.env = env
+        self.s3: Any = moto.client()
+        self.store = S3Store(self.s3, bucket, retry_budget=5)
+
+    def run(
+        self, args: list[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return run_walbucket(args, self.env if env is None else env, cwd)
+
+    def run_all(self, calls: list[tuple[list[str], Mapping[str, str], Path]]) -> list[subprocess.CompletedProcess[str]]:
+        """Concurrently: independent processes, as PostgreSQL's archiver and startup process may run them."""
+        with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+            return list(pool.map(lambda call: run_walbucket(*call), calls))
+
+    def bucket_keys(self) -> list[str]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+    def head(self, key: str) -> dict[str, Any]:
+        return dict(self.s3.head_object(Bucket=self.bucket, Key=key))
+
+    def metadata(self, key: str) -> dict[str, str]:
+        return dict(self.head(key)["Metadata"])
+
+    def body(self, key: str) -> bytes:
+        return bytes(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+    def tags(self, key: str) -> dict[str, str]:
+        tag_set = self.s3.get_object_tagging(Bucket=self.bucket, Key=key)["TagSet"]
+        return {tag["Key"]: tag["Value"] for tag in tag_set}
+
+    def version(self, key: str) -> object:
+        info = self.head(key)
+        return (info["ETag"], info["LastModified"])
+
+    def put(
+        self, key: str, body: bytes, metadata: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None
+    ) -> None:
+        extra = {"Tagging": urlencode(dict(tags))} if tags else {}
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, Metadata=dict(metadata or {}), **extra)
+
+
+@pytest.fixture
+def memory_env(tmp_path: Path) -> dict[str, str]:
+    """Like ``wb_env``, for the in-process CLI: the same settings, for a bucket that only a MemoryStore holds."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700, exist_ok=True)
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "WALBUCKET_STATE_DIR": str(state),
+        "WALBUCKET_RETRY_BUDGET": "5",
+        "WALBUCKET_BUCKET": f"wb-test-{os.getpid()}-{next(_BUCKETS)}",
+        "WALBUCKET_PREFIX": "test",
+        "WALBUCKET_ENDPOINT_URL": MEMORY_ENDPOINT,
+        "WALBUCKET_REGION": REGION,
+        "WALBUCKET_PATH_STYLE": "true",
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+    }
+
+
+@pytest.fixture
+def cli(request: pytest.FixtureRequest) -> Cli:
+    """The command line of this test: in process against a MemoryStore unless parametrized with "process"."""
+    mode = getattr(request, "param", "in-process")
+    if mode == "process":
+        return ProcessCli(request.getfixturevalue("moto_server"), request.getfixturevalue("bucket"),
+                          request.getfixturevalue("wb_env"))  # fmt: skip
+    if mode != "in-process":
+        raise ValueError(f"unknown cli {mode!r}: 'in-process' or 'process'")
+    store = MemoryStore(honours=MOTO_FEATURES)
+    capsys: pytest.CaptureFixture[str] = request.getfixturevalue("capsys")
+    monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+    return InProcessCli(store, request.getfixturevalue("memory_env"), capsys, monkeypatch)

@@ -1,7 +1,11 @@
-"""The walbucket executable as PostgreSQL runs it: a fresh process per file, against moto's S3 server over HTTP.
+"""The command line as PostgreSQL runs it: every exit code of docs/exit-codes.md, with the message on stderr.
 
-Every exit code of docs/exit-codes.md is asserted exactly, with the message on stderr; objects are read back
-directly with boto3 to check what was (and was not) written.
+Most tests call ``main(argv, env, open_store)`` in this process against an in-memory store (the ``cli`` fixture of
+conftest.py) and read the objects back from it. The walbucket executable, in a fresh process per file against moto's
+S3 server over HTTP with objects read back directly with boto3, keeps what only a process or a real endpoint shows:
+the exit status PostgreSQL sees for success (0), absence (1) and failures (2-125, and above 125 for get), settings
+from the process environment (WALBUCKET_* variables, WALBUCKET_CONFIG, AWS credentials), the console script's
+--version, the bucket and endpoint errors of S3, multipart uploads and what a verbose boto3 logs.
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ import pytest
 import zstandard
 
 import walbucket
-from conftest import run_walbucket
+from conftest import Cli, run_walbucket
 from lab_s3 import SECRET_KEY, free_port
-from walbucket.cli import main as cli
+from walbucket.cli import main as cli_module
 from walfactory import SEG_SIZE, SYSTEM_ID, history_file, segment_bytes
 
 SEG1 = "000000010000000000000001"
@@ -46,10 +50,6 @@ def archived_keys(keys: list[str]) -> list[str]:
     probe objects behind; they are never read and hold no WAL.
     """
     return [key for key in keys if not key.startswith("test/probe/")]
-
-
-def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
-    return [line for line in result.stderr.splitlines() if "ERROR" in line or line.startswith("HINT:")]
 
 
 def assert_error(result: subprocess.CompletedProcess[str], code: int, subject: str, message: str) -> None:
@@ -99,8 +99,8 @@ def leftovers(directory: Path) -> list[str]:
 # --- help and version ----------------------------------------------------------------------------------------------
 
 
-def test_help_describes_both_commands_and_their_postgresql_settings(wb_env: dict[str, str]) -> None:
-    result = run_walbucket(["--help"], wb_env)
+def test_help_describes_both_commands_and_their_postgresql_settings(cli: Cli) -> None:
+    result = cli.run(["--help"])
 
     assert result.returncode == 0, result.stderr
     assert "archive_command = 'walbucket push %p'" in result.stdout
@@ -116,8 +116,8 @@ def test_help_describes_both_commands_and_their_postgresql_settings(wb_env: dict
         ("get", ["NAME", "DEST", "Restore WAL file NAME to DEST", "1 not in the archive", "--config"]),
     ],
 )
-def test_command_help_describes_the_command(wb_env: dict[str, str], command: str, expected: list[str]) -> None:
-    result = run_walbucket([command, "--help"], wb_env)
+def test_command_help_describes_the_command(cli: Cli, command: str, expected: list[str]) -> None:
+    result = cli.run([command, "--help"])
 
     assert result.returncode == 0, result.stderr
     for text in expected:
@@ -132,22 +132,23 @@ def test_version_prints_the_package_version(wb_env: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "code", "message"),
+    ("cli", "args", "code", "message"),
     [
-        ([], 2, "the following arguments are required: COMMAND"),
-        (["push"], 2, "the following arguments are required: WAL_PATH"),
-        (["archive", SEG1], 2, "invalid choice: 'archive'"),
-        (["get", SEG1], 202, "the following arguments are required: DEST"),
-        (["get", SEG1, "RECOVERYXLOG", "extra"], 202, "unrecognized arguments: extra"),
-        (["-v", "get", SEG1], 202, "the following arguments are required: DEST"),
-        (["--config", "wb.toml", "get", SEG1], 202, "the following arguments are required: DEST"),
-        (["push", "get", "extra"], 2, "unrecognized arguments: extra"),  # the command is the first word, not any
-        (["--config", "get", "push"], 2, "the following arguments are required: WAL_PATH"),
-        (["--conf", "get", "push"], 2, "the following arguments are required: WAL_PATH"),
+        ("process", [], 2, "the following arguments are required: COMMAND"),
+        ("in-process", ["push"], 2, "the following arguments are required: WAL_PATH"),
+        ("in-process", ["archive", SEG1], 2, "invalid choice: 'archive'"),
+        ("process", ["get", SEG1], 202, "the following arguments are required: DEST"),
+        ("in-process", ["get", SEG1, "RECOVERYXLOG", "extra"], 202, "unrecognized arguments: extra"),
+        ("in-process", ["-v", "get", SEG1], 202, "the following arguments are required: DEST"),
+        ("in-process", ["--config", "wb.toml", "get", SEG1], 202, "the following arguments are required: DEST"),
+        ("in-process", ["push", "get", "extra"], 2, "unrecognized arguments: extra"),  # the first word, not any
+        ("in-process", ["--config", "get", "push"], 2, "the following arguments are required: WAL_PATH"),
+        ("in-process", ["--conf", "get", "push"], 2, "the following arguments are required: WAL_PATH"),
     ],
+    indirect=["cli"],
 )
-def test_bad_arguments_are_usage_errors(wb_env: dict[str, str], args: list[str], code: int, message: str) -> None:
-    result = run_walbucket(args, wb_env)
+def test_bad_arguments_are_usage_errors(cli: Cli, args: list[str], code: int, message: str) -> None:
+    result = cli.run(args)
 
     assert result.returncode == code, result.stderr
     assert message in result.stderr
@@ -166,10 +167,10 @@ def test_a_bug_exits_70_for_push_and_250_for_get_with_an_internal_error_line(
     def bug(_args: object, _settings: object) -> tuple[str, int]:
         raise RuntimeError("a bug")
 
-    monkeypatch.setitem(cli.COMMANDS, args[0], bug)  # no real bug to trigger: the command table is the seam
+    monkeypatch.setitem(cli_module.COMMANDS, args[0], bug)  # no real bug to trigger: the command table is the seam
     monkeypatch.chdir(tmp_path)
 
-    assert cli.main(args, {"WALBUCKET_BUCKET": "wal-archive", "HOME": str(tmp_path)}) == code
+    assert cli_module.main(args, {"WALBUCKET_BUCKET": "wal-archive", "HOME": str(tmp_path)}) == code
     [line] = capsys.readouterr().err.splitlines()
     expected = f"walbucket {subject}: ERROR: internal error: RuntimeError('a bug') (exit {code} after "
     assert re.fullmatch(re.escape(expected) + r"\d+\.\d{3}s\)", line), line
@@ -210,49 +211,49 @@ def test_push_archives_a_segment_with_its_metadata_and_tags(
 
 
 def test_push_of_identical_content_again_is_success_as_a_duplicate(
-    wb_env: dict[str, str], data_dir: Path, wal_file: Callable[..., Path], s3_client: Any, bucket: str
+    cli: Cli, data_dir: Path, wal_file: Callable[..., Path]
 ) -> None:
     path = wal_file(SEG1)
-    assert run_walbucket(["push", str(path)], wb_env, cwd=data_dir).returncode == 0
-    before = head(s3_client, bucket, wal_key(SEG1))
+    assert cli.run(["push", str(path)], cwd=data_dir).returncode == 0
+    before = cli.version(wal_key(SEG1))
 
-    result = run_walbucket(["push", str(path)], wb_env, cwd=data_dir)
+    result = cli.run(["push", str(path)], cwd=data_dir)
 
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(
         rf"walbucket push {SEG1}: already archived with identical content \(duplicate\), 16\.0 MiB in \d+\.\d+s\n",
         result.stderr,
     )
-    assert head(s3_client, bucket, wal_key(SEG1))["LastModified"] == before["LastModified"]
+    assert cli.version(wal_key(SEG1)) == before
 
 
 # --- push: refusals ------------------------------------------------------------------------------------------------
 
 
 def test_push_of_different_content_under_an_archived_name_exits_6_and_leaves_the_object(
-    wb_env: dict[str, str], data_dir: Path, wal_file: Callable[..., Path], s3_client: Any, bucket: str
+    cli: Cli, data_dir: Path, wal_file: Callable[..., Path]
 ) -> None:
     path = wal_file(SEG1)
-    assert run_walbucket(["push", str(path)], wb_env, cwd=data_dir).returncode == 0
-    before_etag = head(s3_client, bucket, wal_key(SEG1))["ETag"]
-    before_body = body(s3_client, bucket, wal_key(SEG1))
+    assert cli.run(["push", str(path)], cwd=data_dir).returncode == 0
+    before_version = cli.version(wal_key(SEG1))
+    before_body = cli.body(wal_key(SEG1))
     wal_file(SEG1, fill=b"the other primary wrote this")
 
-    result = run_walbucket(["push", str(path)], wb_env, cwd=data_dir)
+    result = cli.run(["push", str(path)], cwd=data_dir)
 
     assert_error(result, 6, f"push {SEG1}", f"WAL file '{SEG1}' already exists in the archive with different content")
     assert "split brain" in hint(result)
-    assert head(s3_client, bucket, wal_key(SEG1))["ETag"] == before_etag
-    assert body(s3_client, bucket, wal_key(SEG1)) == before_body
+    assert cli.version(wal_key(SEG1)) == before_version
+    assert cli.body(wal_key(SEG1)) == before_body
 
 
 def test_push_of_another_clusters_segment_exits_5_naming_both_system_ids(
-    wb_env: dict[str, str], data_dir: Path, wal_file: Callable[..., Path], bucket_keys: Callable[[], list[str]]
+    cli: Cli, data_dir: Path, wal_file: Callable[..., Path]
 ) -> None:
-    assert run_walbucket(["push", str(wal_file(SEG1))], wb_env, cwd=data_dir).returncode == 0
+    assert cli.run(["push", str(wal_file(SEG1))], cwd=data_dir).returncode == 0
     other = wal_file(SEG2, system_id=OTHER_SYSTEM_ID)
 
-    result = run_walbucket(["push", str(other)], wb_env, cwd=data_dir)
+    result = cli.run(["push", str(other)], cwd=data_dir)
 
     assert_error(
         result, 5, f"push {SEG2}",
@@ -260,22 +261,21 @@ def test_push_of_another_clusters_segment_exits_5_naming_both_system_ids(
         f"system id {OTHER_SYSTEM_ID} differs from the archive's system id {SYSTEM_ID}",
     )  # fmt: skip
     assert "each cluster needs its own bucket or prefix" in hint(result)
-    assert wal_key(SEG2) not in bucket_keys()
+    assert wal_key(SEG2) not in cli.bucket_keys()
 
 
 @pytest.mark.parametrize("name", ["foo", SEG1.lower().replace("1", "a"), "0000000100000000000000ab", "RECOVERYXLOG",
                                   f"{SEG1}.tmp", "00000000" + SEG1[8:], "00000001.history.tmp"])  # fmt: skip
 def test_push_of_a_file_not_named_like_wal_exits_2_and_archives_nothing(
-    wb_env: dict[str, str], data_dir: Path, wal_file: Callable[..., Path], bucket_keys: Callable[[], list[str]],
-    name: str,
-) -> None:  # fmt: skip
+    cli: Cli, data_dir: Path, wal_file: Callable[..., Path], name: str
+) -> None:
     path = wal_file(name, segment_bytes(SEG1))
 
-    result = run_walbucket(["push", str(path)], wb_env, cwd=data_dir)
+    result = cli.run(["push", str(path)], cwd=data_dir)
 
     assert_error(result, 2, f"push {name}", f"'{name}' is not the name of a WAL file PostgreSQL archives")
     assert "archive_command must pass %p" in hint(result)
-    assert archived_keys(bucket_keys()) == []
+    assert archived_keys(cli.bucket_keys()) == []
 
 
 @pytest.mark.parametrize(
@@ -297,67 +297,75 @@ def test_push_of_a_file_not_named_like_wal_exits_2_and_archives_nothing(
     ids=["truncated", "empty", "bad-magic", "renamed", "missing"],
 )
 def test_push_of_a_file_that_is_not_its_segment_exits_4_and_archives_nothing(
-    wb_env: dict[str, str], data_dir: Path, bucket_keys: Callable[[], list[str]], content: bytes | None, message: str
+    cli: Cli, data_dir: Path, content: bytes | None, message: str
 ) -> None:
     path = data_dir / "pg_wal" / SEG1
     if content is not None:
         path.write_bytes(content)
 
-    result = run_walbucket(["push", str(path)], wb_env, cwd=data_dir)
+    result = cli.run(["push", str(path)], cwd=data_dir)
 
     assert_error(result, 4, f"push {SEG1}", message.format(path=path))
-    assert archived_keys(bucket_keys()) == []
+    assert archived_keys(cli.bucket_keys()) == []
 
 
-CONFIG_ERRORS: dict[str, tuple[dict[str, str | None], str]] = {
-    "unset-bucket": ({"WALBUCKET_BUCKET": None}, "missing setting 'bucket'"),
-    "empty-bucket": ({"WALBUCKET_BUCKET": ""}, "missing setting 'bucket'"),
+# (cli, change of the environment, message): the executable for a setting from the process environment.
+CONFIG_ERRORS: dict[str, tuple[str, dict[str, str | None], str]] = {
+    "unset-bucket": ("in-process", {"WALBUCKET_BUCKET": None}, "missing setting 'bucket'"),
+    "empty-bucket": ("in-process", {"WALBUCKET_BUCKET": ""}, "missing setting 'bucket'"),
     "bad-codec": (
+        "in-process",
         {"WALBUCKET_COMPRESSION": "gzip"},
         "invalid setting WALBUCKET_COMPRESSION: expected one of none, zstd, lz4",
     ),
     "bad-seconds": (
+        "in-process",
         {"WALBUCKET_RETRY_BUDGET": "soon"},
         "invalid setting WALBUCKET_RETRY_BUDGET: could not convert string to float: 'soon'",
     ),
     "bad-url": (
+        "in-process",
         {"WALBUCKET_ENDPOINT_URL": "127.0.0.1:9000"},
         "invalid setting WALBUCKET_ENDPOINT_URL: expected an http:// or https:// URL",
     ),
-    "unknown-variable": ({"WALBUCKET_BUKET": "typo"}, "unknown setting WALBUCKET_BUKET in the environment"),
+    "unknown-variable": (
+        "process",
+        {"WALBUCKET_BUKET": "typo"},
+        "unknown setting WALBUCKET_BUKET in the environment",
+    ),
     "small-part": (
+        "in-process",
         {"WALBUCKET_MULTIPART_CHUNK_SIZE": "1MiB"},
         "invalid setting 'multipart_chunk_size': S3 parts are at least 5MiB",
     ),
     "no-file": (
+        "process",
         {"WALBUCKET_CONFIG": "/nonexistent/walbucket.toml"},
         "cannot read config file '/nonexistent/walbucket.toml': No such file or directory",
     ),
 }
 
 
-@pytest.mark.parametrize(("change", "message"), CONFIG_ERRORS.values(), ids=CONFIG_ERRORS.keys())
+@pytest.mark.parametrize(("cli", "change", "message"), CONFIG_ERRORS.values(), ids=CONFIG_ERRORS.keys(),
+                         indirect=["cli"])  # fmt: skip
 def test_a_configuration_error_exits_3_for_push_and_203_for_get(
-    wb_env: dict[str, str], data_dir: Path, wal_file: Callable[..., Path], bucket_keys: Callable[[], list[str]],
-    change: dict[str, str | None], message: str,
-) -> None:  # fmt: skip
-    env = {k: v for k, v in {**wb_env, **change}.items() if v is not None}
+    cli: Cli, data_dir: Path, wal_file: Callable[..., Path], change: dict[str, str | None], message: str
+) -> None:
+    env = {k: v for k, v in {**cli.env, **change}.items() if v is not None}
     dest = data_dir / "pg_wal" / "RECOVERYXLOG"
 
-    push, get = run_all([(["push", str(wal_file(SEG1))], env, data_dir), (["get", SEG1, str(dest)], env, data_dir)])
+    push, get = cli.run_all([(["push", str(wal_file(SEG1))], env, data_dir), (["get", SEG1, str(dest)], env, data_dir)])
 
     assert_error(push, 3, f"push {SEG1}", message)
     assert_error(get, 203, f"get {SEG1}", message)
-    assert bucket_keys() == []
+    assert cli.bucket_keys() == []
     assert not dest.exists()
 
 
-def test_missing_bucket_error_has_a_hint_naming_both_places(
-    wb_env: dict[str, str], wal_file: Callable[..., Path]
-) -> None:
-    env = {k: v for k, v in wb_env.items() if k != "WALBUCKET_BUCKET"}
+def test_missing_bucket_error_has_a_hint_naming_both_places(cli: Cli, wal_file: Callable[..., Path]) -> None:
+    env = {k: v for k, v in cli.env.items() if k != "WALBUCKET_BUCKET"}
 
-    result = run_walbucket(["push", str(wal_file(SEG1))], env)
+    result = cli.run(["push", str(wal_file(SEG1))], env)
 
     assert hint(result) == "set WALBUCKET_BUCKET or 'bucket' in the file named by --config or WALBUCKET_CONFIG"
 
@@ -372,25 +380,29 @@ def test_missing_bucket_error_has_a_hint_naming_both_places(
     ids=["not-toml", "unknown-key", "bad-value"],
 )
 def test_a_bad_config_file_exits_3_naming_the_file(
-    wb_env: dict[str, str], tmp_path: Path, wal_file: Callable[..., Path], text: str, message: str
+    cli: Cli, tmp_path: Path, wal_file: Callable[..., Path], text: str, message: str
 ) -> None:
     config = tmp_path / "walbucket.toml"
     config.write_text(text)
 
-    result = run_walbucket(["push", "--config", str(config), str(wal_file(SEG1))], wb_env)
+    result = cli.run(["push", "--config", str(config), str(wal_file(SEG1))])
 
     assert result.returncode == 3, result.stderr
     assert f"walbucket push {SEG1}: ERROR: {message.format(path=config)}" in result.stderr
 
 
-@pytest.mark.parametrize("where", ["before-command", "after-command", "environment"])
+@pytest.mark.parametrize(
+    ("cli", "where"),
+    [("in-process", "before-command"), ("in-process", "after-command"), ("process", "environment")],
+    indirect=["cli"],
+)
 def test_config_file_settings_apply_and_the_environment_wins(
-    wb_env: dict[str, str], tmp_path: Path, data_dir: Path, wal_file: Callable[..., Path], s3_client: Any,
-    bucket: str, where: str,
-) -> None:  # fmt: skip
+    cli: Cli, tmp_path: Path, data_dir: Path, wal_file: Callable[..., Path], where: str
+) -> None:
     config = tmp_path / "walbucket.toml"
+    bucket = cli.env["WALBUCKET_BUCKET"]  # the in-process store, too, is this bucket alone
     config.write_text(f'bucket = "{bucket}"\nprefix = "from-file"\ncompression = "lz4"\n')
-    env = {k: v for k, v in wb_env.items() if k != "WALBUCKET_BUCKET"}  # the bucket comes from the file alone
+    env = {k: v for k, v in cli.env.items() if k != "WALBUCKET_BUCKET"}  # the bucket comes from the file alone
     path = str(wal_file(SEG1))
     args = {
         "before-command": ["--config", str(config), "push", path],
@@ -400,12 +412,12 @@ def test_config_file_settings_apply_and_the_environment_wins(
     if where == "environment":
         env["WALBUCKET_CONFIG"] = str(config)
 
-    result = run_walbucket(args, env, cwd=data_dir)
+    result = cli.run(args, env, cwd=data_dir)
 
     assert result.returncode == 0, result.stderr
     assert " lz4 in " in result.stderr
-    info = head(s3_client, bucket, wal_key(SEG1))  # prefix 'test' from the environment, not 'from-file'
-    assert info["Metadata"]["walbucket-codec"] == "lz4"
+    metadata = cli.metadata(wal_key(SEG1))  # prefix 'test' from the environment, not 'from-file'
+    assert metadata["walbucket-codec"] == "lz4"
 
 
 @pytest.mark.parametrize(
@@ -495,7 +507,7 @@ BACKUP_TEXT = (
 
 
 def test_history_partial_and_backup_files_go_to_their_own_prefixes_and_come_back(
-    wb_env: dict[str, str], data_dir: Path, wal_file: Callable[..., Path], s3_client: Any, bucket: str
+    cli: Cli, data_dir: Path, wal_file: Callable[..., Path]
 ) -> None:
     files = {
         "00000002.history": (history_file(2), "test/history/00000002.history", "history"),
@@ -505,12 +517,12 @@ def test_history_partial_and_backup_files_go_to_their_own_prefixes_and_come_back
     for name, (data, _key, _kind) in files.items():
         wal_file(name, data)
 
-    pushed = run_all([(["push", f"pg_wal/{name}"], wb_env, data_dir) for name in files])
+    pushed = cli.run_all([(["push", f"pg_wal/{name}"], cli.env, data_dir) for name in files])
 
     assert [r.returncode for r in pushed] == [0, 0, 0], [r.stderr for r in pushed]
     for name, (_data, key, kind) in files.items():
-        assert tags(s3_client, bucket, key)["walbucket-kind"] == kind, name
-    restored = run_all([(["get", name, f"pg_wal/restored-{name}"], wb_env, data_dir) for name in files])
+        assert cli.tags(key)["walbucket-kind"] == kind, name
+    restored = cli.run_all([(["get", name, f"pg_wal/restored-{name}"], cli.env, data_dir) for name in files])
     assert [r.returncode for r in restored] == [0, 0, 0], [r.stderr for r in restored]
     for name, (data, _key, _kind) in files.items():
         assert (data_dir / "pg_wal" / f"restored-{name}").read_bytes() == data, name
@@ -525,20 +537,19 @@ DECOMPRESS: dict[str, Callable[[bytes], bytes]] = {
 
 @pytest.mark.parametrize("codec", sorted(DECOMPRESS))
 def test_each_codec_round_trips_through_push_and_get(
-    wb_env: dict[str, str], data_dir: Path, wal_file: Callable[..., Path], s3_client: Any, bucket: str, codec: str
+    cli: Cli, data_dir: Path, wal_file: Callable[..., Path], codec: str
 ) -> None:
     data = segment_bytes(SEG1)
     wal_file(SEG1)
-    env = {**wb_env, "WALBUCKET_COMPRESSION": codec}
+    env = {**cli.env, "WALBUCKET_COMPRESSION": codec}
 
-    pushed = run_walbucket(["push", f"pg_wal/{SEG1}"], env, cwd=data_dir)
-    restored = run_walbucket(["get", SEG1, "pg_wal/RECOVERYXLOG"], env, cwd=data_dir)
+    pushed = cli.run(["push", f"pg_wal/{SEG1}"], env, cwd=data_dir)
+    restored = cli.run(["get", SEG1, "pg_wal/RECOVERYXLOG"], env, cwd=data_dir)
 
     assert pushed.returncode == 0, pushed.stderr
     assert f" {codec} in " in pushed.stderr
-    stored = s3_client.get_object(Bucket=bucket, Key=wal_key(SEG1))
-    assert stored["Metadata"]["walbucket-codec"] == codec
-    assert DECOMPRESS[codec](stored["Body"].read()) == data
+    assert cli.metadata(wal_key(SEG1))["walbucket-codec"] == codec
+    assert DECOMPRESS[codec](cli.body(wal_key(SEG1))) == data
     assert restored.returncode == 0, restored.stderr
     assert (data_dir / "pg_wal" / "RECOVERYXLOG").read_bytes() == data
 
@@ -575,19 +586,23 @@ def test_get_of_a_name_not_in_the_archive_exits_1_and_creates_nothing(wb_env: di
     assert os.listdir(dest.parent) == []
 
 
-@pytest.mark.parametrize("name", ["foo", SEG1.lower().replace("1", "a"), "RECOVERYXLOG", f"{SEG1}.gz"])
-def test_get_of_a_name_that_is_not_wal_exits_202(wb_env: dict[str, str], data_dir: Path, name: str) -> None:
-    result = run_walbucket(["get", name, "pg_wal/RECOVERYXLOG"], wb_env, cwd=data_dir)
+@pytest.mark.parametrize(
+    ("cli", "name"),
+    [("process", "foo"), ("in-process", SEG1.lower().replace("1", "a")), ("in-process", "RECOVERYXLOG"),
+     ("in-process", f"{SEG1}.gz")],
+    indirect=["cli"],
+)  # fmt: skip
+def test_get_of_a_name_that_is_not_wal_exits_202(cli: Cli, data_dir: Path, name: str) -> None:
+    result = cli.run(["get", name, "pg_wal/RECOVERYXLOG"], cwd=data_dir)
 
     assert_error(result, 202, f"get {name}", f"'{name}' is not a WAL file name")
     assert "restore_command must be 'walbucket get %f %p'" in hint(result)
     assert os.listdir(data_dir / "pg_wal") == []
 
 
-def overwrite(s3: Any, bucket: str, key: str, new_body: bytes) -> None:
+def overwrite(cli: Cli, key: str, new_body: bytes) -> None:
     """Replace an object's bytes behind walbucket's back, keeping its metadata: what bit rot or a bad copy does."""
-    metadata = head(s3, bucket, key)["Metadata"]
-    s3.put_object(Bucket=bucket, Key=key, Body=new_body, Metadata=metadata)
+    cli.put(key, new_body, cli.metadata(key))
 
 
 @pytest.mark.parametrize(
@@ -604,16 +619,16 @@ def overwrite(s3: Any, bucket: str, key: str, new_body: bytes) -> None:
     ids=["flipped-byte", "truncated", "other-content", "not-compressed"],
 )  # fmt: skip
 def test_get_of_a_damaged_object_exits_210_and_leaves_no_file(
-    wb_env: dict[str, str], data_dir: Path, wal_file: Callable[..., Path], s3_client: Any, bucket: str,
-    codec: str, damage: Callable[[bytes], bytes], message: str,
+    cli: Cli, data_dir: Path, wal_file: Callable[..., Path], codec: str, damage: Callable[[bytes], bytes],
+    message: str,
 ) -> None:  # fmt: skip
-    env = {**wb_env, "WALBUCKET_COMPRESSION": codec}
-    assert run_walbucket(["push", str(wal_file(SEG1))], env, cwd=data_dir).returncode == 0
+    env = {**cli.env, "WALBUCKET_COMPRESSION": codec}
+    assert cli.run(["push", str(wal_file(SEG1))], env, cwd=data_dir).returncode == 0
     key = wal_key(SEG1)
-    overwrite(s3_client, bucket, key, damage(body(s3_client, bucket, key)))
+    overwrite(cli, key, damage(cli.body(key)))
     dest = data_dir / "pg_wal" / "RECOVERYXLOG"
 
-    result = run_walbucket(["get", SEG1, str(dest)], env, cwd=data_dir)
+    result = cli.run(["get", SEG1, str(dest)], env, cwd=data_dir)
 
     assert result.returncode == 210, result.stderr
     assert f"walbucket get {SEG1}: ERROR: {message.format(name=SEG1, key=key)}" in result.stderr
@@ -621,12 +636,10 @@ def test_get_of_a_damaged_object_exits_210_and_leaves_no_file(
     assert leftovers(dest.parent) == []
 
 
-def test_get_of_an_object_without_walbucket_metadata_exits_210(
-    wb_env: dict[str, str], data_dir: Path, s3_client: Any, bucket: str
-) -> None:
-    s3_client.put_object(Bucket=bucket, Key=wal_key(SEG1), Body=segment_bytes(SEG1))  # copied in by hand
+def test_get_of_an_object_without_walbucket_metadata_exits_210(cli: Cli, data_dir: Path) -> None:
+    cli.put(wal_key(SEG1), segment_bytes(SEG1))  # copied in by hand
 
-    result = run_walbucket(["get", SEG1, "pg_wal/RECOVERYXLOG"], wb_env, cwd=data_dir)
+    result = cli.run(["get", SEG1, "pg_wal/RECOVERYXLOG"], cwd=data_dir)
 
     assert_error(
         result, 210, f"get {SEG1}", f"object '{wal_key(SEG1)}' lacks walbucket's metadata (codec, SHA-256, size)"
@@ -635,15 +648,14 @@ def test_get_of_an_object_without_walbucket_metadata_exits_210(
 
 
 def test_an_unreadable_archive_identity_exits_10_for_push_and_210_for_get(
-    wb_env: dict[str, str], data_dir: Path, wal_file: Callable[..., Path], s3_client: Any, bucket: str,
-    bucket_keys: Callable[[], list[str]],
-) -> None:  # fmt: skip
-    assert run_walbucket(["push", str(wal_file(SEG1))], wb_env, cwd=data_dir).returncode == 0
-    s3_client.put_object(Bucket=bucket, Key="test/identity.json", Body=b"{not json")
+    cli: Cli, data_dir: Path, wal_file: Callable[..., Path]
+) -> None:
+    assert cli.run(["push", str(wal_file(SEG1))], cwd=data_dir).returncode == 0
+    cli.put("test/identity.json", b"{not json")
     dest = data_dir / "RECOVERYXLOG"
 
-    push, get = run_all(
-        [(["push", str(wal_file(SEG2))], wb_env, data_dir), (["get", SEG1, str(dest)], wb_env, data_dir)]
+    push, get = cli.run_all(
+        [(["push", str(wal_file(SEG2))], cli.env, data_dir), (["get", SEG1, str(dest)], cli.env, data_dir)]
     )
 
     message = "archive identity 'test/identity.json' is unreadable: not a walbucket identity document: "
@@ -651,17 +663,17 @@ def test_an_unreadable_archive_identity_exits_10_for_push_and_210_for_get(
     assert f"walbucket push {SEG2}: ERROR: {message}" in push.stderr
     assert get.returncode == 210, get.stderr
     assert f"walbucket get {SEG1}: ERROR: {message}" in get.stderr
-    assert wal_key(SEG2) not in bucket_keys()
+    assert wal_key(SEG2) not in cli.bucket_keys()
     assert not dest.exists()
     assert leftovers(data_dir) == []
 
 
 def test_get_that_cannot_write_its_destination_exits_204(
-    wb_env: dict[str, str], data_dir: Path, wal_file: Callable[..., Path]
+    cli: Cli, data_dir: Path, wal_file: Callable[..., Path]
 ) -> None:
-    assert run_walbucket(["push", str(wal_file(SEG1))], wb_env, cwd=data_dir).returncode == 0
+    assert cli.run(["push", str(wal_file(SEG1))], cwd=data_dir).returncode == 0
 
-    result = run_walbucket(["get", SEG1, "no-such-dir/RECOVERYXLOG"], wb_env, cwd=data_dir)
+    result = cli.run(["get", SEG1, "no-such-dir/RECOVERYXLOG"], cwd=data_dir)
 
     assert_error(
         result, 204, f"get {SEG1}", "cannot write WAL file 'no-such-dir/RECOVERYXLOG': No such file or directory"
@@ -669,13 +681,13 @@ def test_get_that_cannot_write_its_destination_exits_204(
 
 
 def test_get_into_a_cluster_with_another_system_id_exits_205_and_leaves_no_file(
-    wb_env: dict[str, str], data_dir: Path, wal_file: Callable[..., Path]
+    cli: Cli, data_dir: Path, wal_file: Callable[..., Path]
 ) -> None:
-    assert run_walbucket(["push", str(wal_file(SEG1))], wb_env, cwd=data_dir).returncode == 0
+    assert cli.run(["push", str(wal_file(SEG1))], cwd=data_dir).returncode == 0
     (data_dir / "pg_wal" / SEG1).unlink()
     write_pg_control(data_dir, OTHER_SYSTEM_ID)
 
-    result = run_walbucket(["get", SEG1, "pg_wal/RECOVERYXLOG"], wb_env, cwd=data_dir)
+    result = cli.run(["get", SEG1, "pg_wal/RECOVERYXLOG"], cwd=data_dir)
 
     assert_error(
         result, 205, f"get {SEG1}",
@@ -686,12 +698,12 @@ def test_get_into_a_cluster_with_another_system_id_exits_205_and_leaves_no_file(
 
 
 def test_get_into_a_cluster_with_the_archives_system_id_succeeds(
-    wb_env: dict[str, str], data_dir: Path, wal_file: Callable[..., Path]
+    cli: Cli, data_dir: Path, wal_file: Callable[..., Path]
 ) -> None:
-    assert run_walbucket(["push", str(wal_file(SEG1))], wb_env, cwd=data_dir).returncode == 0
+    assert cli.run(["push", str(wal_file(SEG1))], cwd=data_dir).returncode == 0
     write_pg_control(data_dir, SYSTEM_ID)
 
-    result = run_walbucket(["get", SEG1, "pg_wal/RECOVERYXLOG"], wb_env, cwd=data_dir)
+    result = cli.run(["get", SEG1, "pg_wal/RECOVERYXLOG"], cwd=data_dir)
 
     assert result.returncode == 0, result.stderr
 
@@ -707,17 +719,17 @@ def test_get_into_a_cluster_with_the_archives_system_id_succeeds(
     ids=["only-partial", "partial-not-wanted", "full-segment-wins", "neither"],
 )
 def test_restore_partial_falls_back_to_the_partial_only_when_the_segment_is_absent(
-    wb_env: dict[str, str], data_dir: Path, wal_file: Callable[..., Path], stored: list[str], restore_partial: str,
-    code: int, restored_from: str | None,
+    cli: Cli, data_dir: Path, wal_file: Callable[..., Path], stored: list[str], restore_partial: str, code: int,
+    restored_from: str | None,
 ) -> None:  # fmt: skip
     contents = {SEG1: segment_bytes(SEG1), f"{SEG1}.partial": segment_bytes(SEG1, fill=b"half-written timeline")}
     for name in stored:
         wal_file(name, contents[name])
-    pushed = run_all([(["push", f"pg_wal/{name}"], wb_env, data_dir) for name in stored]) if stored else []
+    pushed = cli.run_all([(["push", f"pg_wal/{name}"], cli.env, data_dir) for name in stored]) if stored else []
     assert [r.returncode for r in pushed] == [0] * len(stored), [r.stderr for r in pushed]
     dest = data_dir / "RECOVERYXLOG"
 
-    result = run_walbucket(["get", SEG1, str(dest)], {**wb_env, "WALBUCKET_RESTORE_PARTIAL": restore_partial}, data_dir)
+    result = cli.run(["get", SEG1, str(dest)], {**cli.env, "WALBUCKET_RESTORE_PARTIAL": restore_partial}, data_dir)
 
     assert result.returncode == code, result.stderr
     if restored_from is None:

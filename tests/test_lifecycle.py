@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conftest import run_walbucket, untimed
+from conftest import Cli, untimed
 from walbucket.admin.lifecycle import RetentionPolicy, lifecycle_configuration, policy_from_options
 from walbucket.core.errors import UsageError
 from walbucket.core.keylayout import KeyLayout
@@ -160,26 +160,26 @@ def test_moto_accepts_the_configuration(s3_client: Any, bucket: str, prefix: str
 # --- the CLI ------------------------------------------------------------------------------------------------------
 
 
-def test_cli_prints_the_configuration(wb_env: dict[str, str], tmp_path: Path) -> None:
-    result = run_walbucket(["lifecycle"], wb_env, cwd=tmp_path)
+def test_cli_prints_the_configuration(cli: Cli, tmp_path: Path) -> None:
+    result = cli.run(["lifecycle"], cwd=tmp_path)
     assert (result.returncode, result.stderr) == (0, "")
     assert json.loads(result.stdout) == lifecycle_configuration(
-        KeyLayout(wb_env["WALBUCKET_PREFIX"]), RetentionPolicy()
+        KeyLayout(cli.env["WALBUCKET_PREFIX"]), RetentionPolicy()
     )
 
 
-def test_cli_options_set_the_policy(wb_env: dict[str, str], tmp_path: Path) -> None:
+def test_cli_options_set_the_policy(cli: Cli, tmp_path: Path) -> None:
     args = ["--wal-days", "60", "--partial-days", "30", "--backup-days", "90", "--transition-days", "31",
             "--transition-class", "ONEZONE_IA", "--abort-multipart-days", "0", "--noncurrent-days", "5"]  # fmt: skip
-    result = run_walbucket(["lifecycle", *args], wb_env, cwd=tmp_path)
+    result = cli.run(["lifecycle", *args], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     expected = RetentionPolicy(60, 30, 90, 31, "ONEZONE_IA", None, 5)
-    assert json.loads(result.stdout) == lifecycle_configuration(KeyLayout(wb_env["WALBUCKET_PREFIX"]), expected)
+    assert json.loads(result.stdout) == lifecycle_configuration(KeyLayout(cli.env["WALBUCKET_PREFIX"]), expected)
 
 
-def test_cli_refuses_a_class_restore_command_cannot_read(wb_env: dict[str, str], tmp_path: Path) -> None:
+def test_cli_refuses_a_class_restore_command_cannot_read(cli: Cli, tmp_path: Path) -> None:
     args = ["lifecycle", "--transition-days", "40", "--transition-class", "DEEP_ARCHIVE", "--wal-days", "90"]
-    result = run_walbucket(args, wb_env, cwd=tmp_path)
+    result = cli.run(args, cwd=tmp_path)
     assert (result.returncode, result.stdout) == (2, "")
     assert untimed(result.stderr).splitlines()[0] == (
         "walbucket lifecycle: ERROR: invalid transition storage class 'DEEP_ARCHIVE' (exit 2)"
