@@ -131,13 +131,7 @@ def take_ack(root: str, name: str, stamp: tuple[int, int, int, int], fingerprint
     Only an acknowledgement written under the same settings counts: one from a worker with another prefix or bucket
     says nothing about this archive.
     """
-    path = ack_path(root, name)
-    try:
-        with open(path, "rb") as f:
-            doc = marshal.loads(f.read())
-        os.unlink(path)
-    except (OSError, ValueError, EOFError, TypeError):
-        return None
+    doc = _consume(ack_path(root, name))
     if not isinstance(doc, dict) or (doc.get("dev"), doc.get("ino"), doc.get("size"), doc.get("mtime_ns")) != stamp:
         return None  # an acknowledgement of an earlier file under this name: push this one again
     if doc.get("fp") != fingerprint:
@@ -147,13 +141,18 @@ def take_ack(root: str, name: str, stamp: tuple[int, int, int, int], fingerprint
 
 def take_error(root: str, name: str, fingerprint: str) -> dict[str, str] | None:
     """Return and consume the error a look-ahead upload of NAME left under these settings, if any."""
-    path = error_path(root, name)
+    doc = _consume(error_path(root, name))
+    if not isinstance(doc, dict) or doc.get("fp") != fingerprint:
+        return None
+    return {str(k): str(v) for k, v in doc.items() if k != "fp"}
+
+
+def _consume(path: str) -> object:
+    """Read and remove a marshal'ed spool file; None when it is missing or unreadable."""
     try:
         with open(path, "rb") as f:
             doc = marshal.loads(f.read())
         os.unlink(path)
     except (OSError, ValueError, EOFError, TypeError):
         return None
-    if not isinstance(doc, dict) or doc.get("fp") != fingerprint:
-        return None
-    return {str(k): str(v) for k, v in doc.items() if k != "fp"}
+    return doc

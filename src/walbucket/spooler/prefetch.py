@@ -9,18 +9,13 @@ objects past its end, and a slow endpoint gets a deeper window. Prefetches never
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from pathlib import Path
+from concurrent.futures import Future, wait
 from typing import Any
 
 from walbucket.archive.get import Missing, Restored, get
-from walbucket.archive.identity import IdentityMemo, load_identity
-from walbucket.core.keylayout import KeyLayout
-from walbucket.core.settings import Settings
+from walbucket.archive.identity import load_identity
 from walbucket.core.walname import WalKind, parse_wal_name
-from walbucket.spooler.futures import settle
-from walbucket.spooler.spool import Spool
-from walbucket.store.protocol import Store
+from walbucket.spooler.tasks import WorkerParts, settle
 
 __all__ = ["Prefetcher"]
 
@@ -30,26 +25,12 @@ _FIRST_WINDOW = 4
 class Prefetcher:
     def __init__(
         self,
-        settings: Settings,
-        data_dir: Path,
-        spool: Spool,
-        store: Store,
-        layout: KeyLayout,
-        memo: IdentityMemo,
-        pool: ThreadPoolExecutor,
-        stopping: threading.Event,
+        parts: WorkerParts,
     ) -> None:
-        self.settings = settings
-        self.data_dir = data_dir
-        self.spool = spool
-        self.store = store
-        self.layout = layout
-        self.memo = memo
-        self.pool = pool
-        self._stopping = stopping  # set: the worker is stopping; fetch what is asked for, prefetch nothing new
+        self.parts = parts
         self._lock = threading.Lock()
         self._gets: dict[str, Future[Any]] = {}
-        self._window = min(_FIRST_WINDOW, settings.async_lookahead)
+        self._window = min(_FIRST_WINDOW, parts.settings.async_lookahead)
 
     def busy(self) -> bool:
         with self._lock:
@@ -57,30 +38,30 @@ class Prefetcher:
 
     def clear(self) -> None:
         """Remove every file this worker prefetched: only the worker that verified a file may hand it over."""
-        for leftover in self.spool.restore_dir.iterdir():
+        for leftover in self.parts.spool.restore_dir.iterdir():
             leftover.unlink(missing_ok=True)
 
     def clear_all(self) -> None:
         """Remove the files every earlier worker prefetched, under any settings, and make this worker's directory."""
-        root = self.spool.restore_root
+        root = self.parts.spool.restore_root
         for directory in root.iterdir():
             if directory.is_dir():
                 for leftover in directory.iterdir():
                     leftover.unlink(missing_ok=True)
-                if directory != self.spool.restore_dir:
+                if directory != self.parts.spool.restore_dir:
                     directory.rmdir()
             else:
                 directory.unlink(missing_ok=True)  # a file of the flat layout before fingerprints
-        self.spool.restore_dir.mkdir(mode=0o700, exist_ok=True)
+        self.parts.spool.restore_dir.mkdir(mode=0o700, exist_ok=True)
 
     def request(self, name: str) -> dict[str, Any]:
         """Fetch NAME for the command that asks for it, ahead of the queue; then move the window past it."""
         future, fresh = self._submit(name, requested=True)
         if not fresh and not future.done():  # recovery waits for a prefetch: the window was too short
             with self._lock:
-                self._window = min(self._window * 2, self.settings.async_lookahead)
+                self._window = min(self._window * 2, self.parts.settings.async_lookahead)
         outcome = future.result()
-        if isinstance(outcome, Missing) and self.settings.restore_partial and not fresh:
+        if isinstance(outcome, Missing) and self.parts.settings.restore_partial and not fresh:
             outcome = self._fetch_with_partial(name)  # a prefetch found no segment: only a request takes a .partial
         if isinstance(outcome, Missing):
             # the archive ends here: prefetching what follows would add lookahead GETs (all 404) to every
@@ -96,12 +77,12 @@ class Prefetcher:
         """
         with self._lock:
             running = self._gets.get(name)
-            if running is not None and not (running.done() and not self.spool.prefetched(name).exists()):
+            if running is not None and not (running.done() and not self.parts.spool.prefetched(name).exists()):
                 return running, False
-            future: Future[Any] = Future() if requested else self.pool.submit(self._fetch, name, False)
+            future: Future[Any] = Future() if requested else self.parts.pool.submit(self._fetch, name, False)
             self._gets[name] = future
         if requested:
-            settle(future, self._fetch, name, self.settings.restore_partial)
+            settle(future, self._fetch, name, self.parts.settings.restore_partial)
         return future, True
 
     def _fetch_with_partial(self, name: str) -> Restored | Missing:
@@ -124,32 +105,32 @@ class Prefetcher:
         Prefetches never take a .partial: a copy made while the segment was missing must not be served after the
         old primary archived the full segment.
         """
-        if self.spool.prefetched(name).exists():
-            return Restored(name, "", self.spool.prefetched(name).stat().st_size, 0)
+        if self.parts.spool.prefetched(name).exists():
+            return Restored(name, "", self.parts.spool.prefetched(name).stat().st_size, 0)
         return get(
-            name, self.spool.prefetched(name), self.store, self.layout,
-            data_dir=self.data_dir, restore_partial=partial, memo=self.memo,
+            name, self.parts.spool.prefetched(name), self.parts.store, self.parts.layout,
+            data_dir=self.parts.data_dir, restore_partial=partial, memo=self.parts.memo,
         )  # fmt: skip
 
     def advance(self, name: str) -> None:
         """Recovery is at NAME: forget what it passed and queue the window of segments that follow."""
         wal = parse_wal_name(name)
-        if wal is None or wal.kind is not WalKind.SEGMENT or wal.segment is None or self._stopping.is_set():
+        if wal is None or wal.kind is not WalKind.SEGMENT or wal.segment is None or self.parts.stopping.is_set():
             return
         with self._lock:  # forget what recovery has passed
             for other in [n for n, f in self._gets.items() if f.done() and n[:8] == name[:8] and n < name]:
                 del self._gets[other]
-        for old in self.spool.restore_dir.iterdir():
+        for old in self.parts.spool.restore_dir.iterdir():
             if old.name[:8] == name[:8] and old.name < name:
                 old.unlink(missing_ok=True)
-        identity = load_identity(self.store, self.layout, self.memo)
+        identity = load_identity(self.parts.store, self.parts.layout, self.parts.memo)
         if identity is None:
             return
-        budget = self.settings.async_queue_bytes - self._spooled_bytes()
+        budget = self.parts.settings.async_queue_bytes - self._spooled_bytes()
         segment = wal.segment
         for _ in range(self._window):
             segment = segment.next(identity.seg_size)
-            if budget < identity.seg_size or self._stopping.is_set():
+            if budget < identity.seg_size or self.parts.stopping.is_set():
                 break
             # in flight or already spooled: kept; absent last time (the archive's end then): asked again
             try:
@@ -160,7 +141,7 @@ class Prefetcher:
 
     def _spooled_bytes(self) -> int:
         total = 0
-        for path in self.spool.restore_dir.iterdir():
+        for path in self.parts.spool.restore_dir.iterdir():
             try:
                 total += path.stat().st_size
             except OSError:

@@ -12,21 +12,17 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from walbucket.archive.identity import IdentityMemo
 from walbucket.archive.push import AlreadyArchived, PushOptions, Uploaded, push
-from walbucket.core.keylayout import KeyLayout
-from walbucket.core.settings import Settings
 from walbucket.core.walname import parse_wal_name
-from walbucket.spooler.futures import settle
-from walbucket.spooler.spool import FileStamp, Spool, stamp_of
+from walbucket.spooler.spool import FileStamp, stamp_of
+from walbucket.spooler.tasks import WorkerParts, settle
 from walbucket.spooler.wire import encode_error
-from walbucket.store.protocol import Store
 
 __all__ = ["Pusher"]
 
@@ -46,25 +42,11 @@ def _stamp_or_none(path: Path) -> FileStamp | None:
 class Pusher:
     def __init__(
         self,
-        settings: Settings,
-        data_dir: Path,
-        spool: Spool,
-        store: Store,
-        layout: KeyLayout,
-        memo: IdentityMemo,
-        pool: ThreadPoolExecutor,
-        stopping: threading.Event,
+        parts: WorkerParts,
         options: Callable[[], PushOptions],
         touch: Callable[[], None],
     ) -> None:
-        self.settings = settings
-        self.data_dir = data_dir
-        self.spool = spool
-        self.store = store
-        self.layout = layout
-        self.memo = memo
-        self.pool = pool
-        self._stopping = stopping  # set: nothing new is queued
+        self.parts = parts
         # Decided on the first push, not at start: a probe that fails (an outage, read-only credentials for a
         # restore) must reach the command as that push's error, not keep the worker from serving at all.
         self._make_options = options
@@ -126,10 +108,10 @@ class Pusher:
                 while len(self._stored) > _REMEMBER:
                     del self._stored[next(iter(self._stored))]
         self._touch()
-        if self._stopping.is_set():
+        if self.parts.stopping.is_set():
             return
         try:  # keep the pipeline full while PostgreSQL has ready files (on the pool: no recursion here)
-            self.pool.submit(self._look_ahead)
+            self.parts.pool.submit(self._look_ahead)
         except RuntimeError:  # the pool is shutting down
             return
 
@@ -137,12 +119,13 @@ class Pusher:
         started = time.monotonic()
         try:
             stamp = stamp_of(path)
-            outcome = push(path, self.store, self.layout, self._push_options(), self.data_dir, self.memo)
+            parts = self.parts
+            outcome = push(path, parts.store, parts.layout, self._push_options(), parts.data_dir, parts.memo)
             if _stamp_or_none(path) == stamp:  # acknowledge only the very file that was stored (it may be gone)
-                self.spool.write_ack(name, stamp, "archived" if isinstance(outcome, Uploaded) else "duplicate")
+                self.parts.spool.write_ack(name, stamp, "archived" if isinstance(outcome, Uploaded) else "duplicate")
         except Exception as exc:
             if lookahead:
-                self.spool.write_error(name, encode_error(exc))
+                self.parts.spool.write_error(name, encode_error(exc))
             log.warning("push %s failed: %s", name, getattr(exc, "message", exc))
             raise
         log.info("push %s: %s in %.3fs", name, type(outcome).__name__, time.monotonic() - started)
@@ -165,7 +148,7 @@ class Pusher:
     def _look_ahead(self) -> None:
         """Queue the files PostgreSQL has marked ready, oldest first, within the look-ahead and byte limits."""
         pg_wal = self._pg_wal
-        if pg_wal is None or self._stopping.is_set():
+        if pg_wal is None or self.parts.stopping.is_set():
             return
         try:
             ready = [n[: -len(_READY)] for n in os.listdir(pg_wal / "archive_status") if n.endswith(_READY)]
@@ -175,18 +158,19 @@ class Pusher:
         with self._lock:
             queued = len(self._pushes)
             skip = set(self._pushes) | set(self._stored) | self._failed
+        settings = self.parts.settings
         for name in ready:
-            if queued >= self.settings.async_lookahead or self._queued_bytes() >= self.settings.async_queue_bytes:
+            if queued >= settings.async_lookahead or self._queued_bytes() >= settings.async_queue_bytes:
                 break
             if name in skip or parse_wal_name(name) is None:
                 continue
-            if any((self.spool.archive_dir / f"{name}{s}").exists() for s in (".ok", ".error")):
+            if any((self.parts.spool.archive_dir / f"{name}{s}").exists() for s in (".ok", ".error")):
                 continue
             future, new = self._claim(name, pg_wal / name, lookahead=True)
             if future is None or not new:
                 continue
             try:
-                self.pool.submit(settle, future, self._push_task, name, pg_wal / name, True)
+                self.parts.pool.submit(settle, future, self._push_task, name, pg_wal / name, True)
             except RuntimeError as exc:  # the pool is shutting down: nothing may wait on this upload forever
                 future.set_exception(exc)
                 return

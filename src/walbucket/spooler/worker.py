@@ -32,23 +32,14 @@ from walbucket.core.keylayout import KeyLayout
 from walbucket.core.settings import Settings
 from walbucket.spooler.prefetch import Prefetcher
 from walbucket.spooler.pusher import Pusher
-from walbucket.spooler.spool import FileStamp, Spool, stamp_of
+from walbucket.spooler.spool import Spool
+from walbucket.spooler.tasks import WorkerParts
 from walbucket.spooler.wire import MISMATCH, encode_error, pack, read_message, unix_path
 from walbucket.store.protocol import Store
 
 __all__ = ["Worker", "acquire_lock"]
 
 log = logging.getLogger("walbucket.worker")
-_READY = ".ready"
-_REMEMBER = 4096  # names this worker stored lately: not pushed again while PostgreSQL marks them done
-
-
-def _stamp_or_none(path: Path) -> FileStamp | None:
-    """The file's stamp, or None when PostgreSQL removed or recycled it meanwhile."""
-    try:
-        return stamp_of(path)
-    except FileNotFoundError:
-        return None
 
 
 def acquire_lock(spool: Spool, wait: float = 0.0) -> int | None:
@@ -88,10 +79,9 @@ class Worker:
         self._stopping = threading.Event()  # set: nothing new is queued, only what a command waits for runs
         self.draining = threading.Event()  # set once the socket is gone and only work in flight is finished
         self._lock = threading.Lock()
-        self.archive = Pusher(
-            settings, data_dir, spool, store, self.layout, self.memo, self.pool, self._stopping, options, self._touch
-        )
-        self.restore = Prefetcher(settings, data_dir, spool, store, self.layout, self.memo, self.pool, self._stopping)
+        parts = WorkerParts(settings, data_dir, spool, store, self.layout, self.memo, self.pool, self._stopping)
+        self.archive = Pusher(parts, options, self._touch)
+        self.restore = Prefetcher(parts)
         self._connections = 0
         self._drained = threading.Condition(self._lock)
         self._last_activity = time.monotonic()
