@@ -298,8 +298,6 @@ class InProcessCli(Cli):
         root.handlers = []
         try:
             code = cli_main(args, self.env if env is None else env, open_store=self._open_store)
-        except SystemExit as exc:  # --help and --version: argparse exits, and the console script with it
-            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
         finally:
             root.handlers = handlers
             root.setLevel(level)

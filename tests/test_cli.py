@@ -794,3 +794,15 @@ def test_the_secret_key_never_appears_on_stderr_even_when_verbose(
     for result in results:
         assert SECRET_KEY not in result.stderr
         assert SECRET_KEY not in result.stdout
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["push", "--help"]])
+def test_main_returns_0_for_help_and_version_instead_of_exiting(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """main() is the seam of in-process callers: it returns every exit code, argparse's included."""
+    from walbucket.cli.main import main
+
+    assert main(argv, {}) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("walbucket ") or "usage: walbucket" in out

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from walbucket.cli.lines import failure_lines, mib, printable, success_line
-from walbucket.cli.parser import ArgumentError, build_parser, command_word
+from walbucket.cli.parser import Answered, ArgumentError, build_parser, command_word
 from walbucket.cli.scan import load
 from walbucket.cli.wiring import StoreFactory, default_store_factory, open_spool, push_options
 from walbucket.core.errors import StoreUnavailable, UsageError, WalbucketError, exit_code_for
@@ -165,6 +165,8 @@ def main(argv: Sequence[str], env: Mapping[str, str], open_store: StoreFactory =
     started = time.monotonic()
     try:
         args = build_parser().parse_args(argv)
+    except Answered as answered:
+        return answered.status
     except ArgumentError as exc:
         print(f"{printable(str(exc))}\n(walbucket --help lists the commands)", file=sys.stderr)
         return UsageError.get_exit_code if command_word(argv) == "get" else UsageError.exit_code

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 from walbucket import __version__
 from walbucket.core.sources import CONFIG_ENV
 
-__all__ = ["ArgumentError", "build_parser", "command_word"]
+__all__ = ["Answered", "ArgumentError", "build_parser", "command_word"]
 
 _DESCRIPTION = """\
 Archive PostgreSQL's write-ahead log to S3-compatible object storage and restore it.
@@ -57,6 +57,14 @@ _LIFECYCLE_OPTIONS = (
 )
 
 
+class Answered(Exception):
+    """argparse answered the command line itself (--help, --version): nothing to run; ``status`` is the exit code."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
 class ArgumentError(Exception):
     """argparse refused the command line: its message, without argparse's exit."""
 
@@ -66,6 +74,12 @@ class ArgumentError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise ArgumentError(f"{self.prog}: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        """--help and --version end here: their exit code goes back to main() as a value, not as SystemExit."""
+        if message:
+            self._print_message(message)
+        raise Answered(status)
 
 
 def _common_options(defaults: bool) -> _Parser:
