@@ -806,3 +806,27 @@ def test_main_returns_0_for_help_and_version_instead_of_exiting(
     assert main(argv, {}) == 0
     out = capsys.readouterr().out
     assert out.startswith("walbucket ") or "usage: walbucket" in out
+
+
+def test_main_logs_at_each_calls_own_level_to_the_current_stderr_and_leaves_logging_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In process, as under pytest, the root logger already has handlers: -v must still take effect, per call."""
+    import logging
+
+    from walbucket.cli.main import main
+    from walbucket.store.memory import MemoryStore
+
+    store = MemoryStore()
+    env = {"WALBUCKET_BUCKET": "wal-archive", "HOME": str(tmp_path), "WALBUCKET_CONDITIONAL_WRITES": "required"}
+    wal = tmp_path / "pg_wal" / SEG1
+    wal.parent.mkdir()
+    wal.write_bytes(segment_bytes(SEG1))
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers))
+    assert main(["-v", "push", str(wal)], env, open_store=lambda _settings: store) == 0
+    assert "walbucket: INFO: created archive identity" in capsys.readouterr().err
+    assert (root.level, list(root.handlers)) == before
+    wal.write_bytes(segment_bytes(SEG1))
+    assert main(["push", str(wal)], env, open_store=lambda _settings: store) == 0
+    assert "INFO" not in capsys.readouterr().err  # without -v: warnings only

@@ -11,7 +11,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -170,9 +171,13 @@ def main(argv: Sequence[str], env: Mapping[str, str], open_store: StoreFactory =
     except ArgumentError as exc:
         print(f"{printable(str(exc))}\n(walbucket --help lists the commands)", file=sys.stderr)
         return UsageError.get_exit_code if command_word(argv) == "get" else UsageError.exit_code
-    _log_to_stderr(logging.DEBUG if args.verbose else logging.WARNING)
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    with _log_to_stderr(logging.DEBUG if args.verbose else logging.WARNING):
+        return _run(args, env, open_store, started)
+
+
+def _run(args: argparse.Namespace, env: Mapping[str, str], open_store: StoreFactory, started: float) -> int:
     subject = {"get": lambda: f"get {args.name}", "push": lambda: f"push {Path(args.path).name}"}.get(
         args.command, lambda: str(args.command)
     )()
@@ -201,10 +206,21 @@ class _OneLineFormatter(logging.Formatter):
         return printable(super().format(record))
 
 
-def _log_to_stderr(level: int) -> None:
-    handler = logging.StreamHandler()
+@contextmanager
+def _log_to_stderr(level: int) -> Iterator[None]:
+    """Log at ``level`` to the current stderr for one command, then leave the root logger as it was (main() may run
+    many times in one process: in-process callers, tests)."""
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_OneLineFormatter("walbucket: %(levelname)s: %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler])
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(level)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
 
 
 def run() -> int:
