@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import os
 import re
 import subprocess
@@ -291,16 +290,7 @@ class InProcessCli(Cli):
         # the data directory is the working directory, as for PostgreSQL's commands
         self._monkeypatch.chdir(self._start_dir if cwd is None else cwd)
         self._capsys.readouterr()  # what the test printed before is not the command's
-        # main() sends log records to stderr with logging.basicConfig, which does nothing where the root logger has a
-        # handler: pytest's are set aside for the call, so that each call logs at its own level (-v) as a process does.
-        root = logging.getLogger()
-        handlers, level = root.handlers[:], root.level
-        root.handlers = []
-        try:
-            code = cli_main(args, self.env if env is None else env, open_store=self._open_store)
-        finally:
-            root.handlers = handlers
-            root.setLevel(level)
+        code = cli_main(args, self.env if env is None else env, open_store=self._open_store)
         out, err = self._capsys.readouterr()
         return subprocess.CompletedProcess(["walbucket", *args], code, out, err)
 
