@@ -21,13 +21,14 @@ lint: bootstrap
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
-# Three workers on the 2-core machine: much of each test is waiting on subprocesses, servers and sockets (measured:
-# 13 min in one process, 10 in two, 8.5 in three).
+# Four workers on the 2-core machine: much of each test is waiting on subprocesses, servers and sockets. loadfile keeps
+# a file on one worker (a module's scenario fixture runs once), and tests/conftest.py starts the PostgreSQL files first.
+PYTEST_XDIST := -n 4 --dist loadfile
 test: lint checkov
-	$(PY) -m pytest -n 3
+	$(PY) -m pytest $(PYTEST_XDIST)
 
 unit: bootstrap checkov
-	$(PY) -m pytest -n 3 -m "not postgres"
+	$(PY) -m pytest $(PYTEST_XDIST) -m "not postgres"
 
 demo: bootstrap
 	$(PY) tools/demo.py

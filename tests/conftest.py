@@ -42,6 +42,13 @@ WALBUCKET = Path(sys.executable).with_name("walbucket")
 MOTO_FEATURES = StoreFeatures(tags=True, checksum="sha256", conditional_multipart=True, checksum_checked=False)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The PostgreSQL scenarios first: under ``--dist loadfile`` (make test) each test file runs on one worker, so a
+    module's scenario fixture runs once, and its longest chains start before the short files that fill the other
+    workers around them."""
+    items.sort(key=lambda item: item.get_closest_marker("postgres") is None)  # stable: collection order otherwise
+
+
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     server = MotoServer(log_path=tmp_path_factory.mktemp("moto") / "moto.log")

@@ -296,6 +296,8 @@ def test_a_failed_look_ahead_upload_is_reported_on_the_next_push_of_that_file_wh
     assert cluster.push(second).returncode == 0
     cluster.done(second)
     wait_for(error_file.exists, 30, f"the look-ahead upload of {foreign} to fail")
+    # the worker writes the error file, then logs the failure: wait for the line, then count it
+    wait_for(lambda: f"push {foreign} failed" in cluster.log(), 30, f"the worker to log the failure of {foreign}")
     assert cluster.log().count(f"push {foreign} failed") == 1
 
     expected = (
