@@ -20,7 +20,15 @@ What it measures (docs/performance.md explains each figure):
 for three modes: walbucket sync, walbucket async, pgBackRest async (archive-async=y, process-max=4), when
 pgBackRest is installed. Results: bench-output/latest.json and latest.txt (the table also goes to stdout).
 
-Run: .venv/bin/python tools/bench.py [--scale 90] [--runs 7] [--modes wb-sync,wb-async,pgbr-async] [--quick]
+Two loads (--loads): ``init`` is pgbench -i, whose WAL compresses about 35-fold; ``oltp`` is pgbench's TPC-B-like
+transactions on a table larger than shared_buffers, with a checkpoint every 30 s, so that full-page writes fill the
+WAL as in production, where it compresses 3-5-fold. The report gives each load's compression ratio.
+Transport (--transport): ``tls`` (the default) sends walbucket through the same stunnel TLS endpoint as pgBackRest,
+with certificate verification on; ``http`` talks to moto directly, a second, labelled figure (pgBackRest has no
+plain-HTTP S3 client, so an http run compares walbucket only with itself).
+
+Run: .venv/bin/python tools/bench.py [--scale 85] [--runs 7] [--modes wb-sync,wb-async,pgbr-async]
+     [--loads init,oltp] [--transport tls] [--quick]
 """
 
 from __future__ import annotations
@@ -57,6 +65,8 @@ SEG = 16 << 20
 MISSING = "00000001000000FF000000FE"  # never written: the answer is 'not in the archive'
 TARGET_NAME = "bench-end"
 _RESTORED_RE = re.compile(r'restored log file "([0-9A-F]{24})" from archive')
+# a segment's key: walbucket's .../NAME, pgBackRest's .../NAME-SHA1.zst
+_SEGMENT_KEY_RE = re.compile(r"/(?P<name>[0-9A-F]{24})(-[0-9a-f]{40})?(\.[a-z0-9]+)?$")
 
 
 class BenchError(RuntimeError):
@@ -98,6 +108,16 @@ class Bench:
     stunnel: Stunnel | None
     wrapper: Path
     say: Progress
+    ca_bundle: Path | None = None  # the stunnel certificate, readable by the server user
+
+    def endpoint_env(self, transport: str) -> dict[str, str]:
+        """How walbucket reaches the S3 endpoint: through stunnel over TLS (verified), or moto over plain HTTP."""
+        if transport == "http":
+            return {}
+        if self.stunnel is None or self.ca_bundle is None:
+            raise BenchError("the tls transport needs stunnel (make bench installs it)")
+        return {"WALBUCKET_ENDPOINT_URL": f"https://127.0.0.1:{self.stunnel.port}",
+                "WALBUCKET_CA_BUNDLE": str(self.ca_bundle)}  # fmt: skip
 
     @property
     def moto_log(self) -> Path:
@@ -390,7 +410,7 @@ def run_latency(b: Bench) -> dict[str, Any]:
 
 def _latency_walbucket_sync(b: Bench, box: Latency, segs: list[str], plain: Path, dest: Path) -> None:
     runs, wb = b.args.runs, str(walbucket_executable())
-    env = wb_env("lat/sync", False)
+    env = {**wb_env("lat/sync", False), **b.endpoint_env(b.args.transports[0])}
     b.say("latency: walbucket sync (a fresh process per command)")
     box.series(
         "wb.sync.push",
@@ -417,7 +437,8 @@ def _latency_walbucket_sync(b: Bench, box: Latency, segs: list[str], plain: Path
 
 def _latency_walbucket_async(b: Bench, box: Latency, lat: PgCluster, segs: list[str], plain: Path, dest: Path) -> None:
     runs, wb = b.args.runs, str(walbucket_executable())
-    env = wb_env("lat/async", True)
+    endpoint = b.endpoint_env(b.args.transports[0])
+    env = {**wb_env("lat/async", True), **endpoint}
     spool = _spool(b, lat.data_dir)
     b.say("latency: walbucket async (worker started by the first command)")
     box.series(
@@ -473,7 +494,8 @@ def _latency_walbucket_async(b: Bench, box: Latency, lat: PgCluster, segs: list[
         lambda _i: box.run([wb, "get", MISSING, str(dest / "missing")], env, expect=1),
     )
     stop_worker(b, worker_pid(b, lat.data_dir))
-    env0 = wb_env("lat/async", True, async_lookahead="0")  # no prefetch: every get goes through the worker
+    # no prefetch: every get goes through the worker
+    env0 = {**wb_env("lat/async", True, async_lookahead="0"), **endpoint}
     box.run([wb, "get", MISSING, str(dest / "missing")], env0, expect=1)  # starts that worker
     box.series(
         "wb.async.get_worker",
@@ -603,17 +625,30 @@ def _wait_caught_up(cluster: PgCluster, timeout: float) -> bool:
     return poll(done, timeout, 0.02)
 
 
-class ModeRun:
-    """One mode's primary, the copy restored from its base backup, and the commands each runs."""
+# The oltp load's server settings: shared_buffers (128 MB) smaller than the table, a checkpoint every 30 s (every
+# page's first change after one is a full-page image), the defaults otherwise (full_page_writes on, no wal_compression).
+OLTP_TRANSACTIONS = 20000  # per client: about 1 GiB of WAL at OLTP_GUCS, 13 KiB a transaction (mostly full-page images)
+OLTP_GUCS = {"shared_buffers": "128MB", "checkpoint_timeout": "30s", "max_wal_size": "1GB"}
 
-    def __init__(self, b: Bench, mode: Mode) -> None:
-        self.b, self.mode = b, mode
+
+class ModeRun:
+    """One mode's primary, the copy restored from its base backup, and the commands each runs, for one load and
+    transport (``tag``: e.g. 'oltp-tls')."""
+
+    def __init__(self, b: Bench, mode: Mode, load: str, transport: str) -> None:
+        self.b, self.mode, self.load, self.transport = b, mode, load, transport
+        self.tag = f"{load}-{transport}"
         lab = b.lab
-        env = wb_env(f"bench/{mode.name}", mode.asynchronous) if mode.tool == "walbucket" else {}
-        self.primary = lab.cluster(mode.name, env=env)
-        self.restored = lab.cluster(f"{mode.name}-pitr", env=env)
-        self.t_archive = TimingDir(lab.base_dir / "timing" / mode.name, lab.give)
-        self.t_restore = TimingDir(lab.base_dir / "timing" / f"{mode.name}-pitr", lab.give)
+        self.prefix = f"bench/{self.tag}/{mode.name}"
+        env = (
+            {**wb_env(self.prefix, mode.asynchronous), **b.endpoint_env(transport)} if mode.tool == "walbucket" else {}
+        )
+        self.label = f"{mode.name}.{self.tag}"
+        self.first_load_segment = ""  # the segment the first measured load starts in
+        self.primary = lab.cluster(f"{mode.name}-{self.tag}", env=env)
+        self.restored = lab.cluster(f"{mode.name}-{self.tag}-pitr", env=env)
+        self.t_archive = TimingDir(lab.base_dir / "timing" / self.label, lab.give)
+        self.t_restore = TimingDir(lab.base_dir / "timing" / f"{self.label}-pitr", lab.give)
         wb = str(walbucket_executable())
         self.pgbr: PgBackRest | None = None
         self.pgbr_restore: PgBackRest | None = None
@@ -622,22 +657,30 @@ class ModeRun:
             self.restore_command = shlex.join([str(b.wrapper), str(self.t_restore.path), wb, "get"]) + " %f %p"
         else:
             assert b.stunnel is not None
-            self.pgbr = PgBackRest(lab, b.stunnel, BUCKET, "bench", self.primary, mode.name)
-            self.pgbr_restore = PgBackRest(lab, b.stunnel, BUCKET, "bench", self.restored, f"{mode.name}-pitr")
+            stanza = f"bench-{self.tag}"
+            self.pgbr = PgBackRest(lab, b.stunnel, BUCKET, stanza, self.primary, self.label)
+            self.pgbr_restore = PgBackRest(lab, b.stunnel, BUCKET, stanza, self.restored, f"{self.label}-pitr")
             self.archive_command = self.pgbr.archive_command([str(b.wrapper), str(self.t_archive.path)])
             self.restore_command = self.pgbr_restore.restore_command([str(b.wrapper), str(self.t_restore.path)])
 
     def run(self) -> dict[str, Any]:
         b, primary = self.b, self.primary
-        b.say(f"{self.mode.title}: primary, archive_command = '{self.archive_command}'")
+        b.say(f"{self.mode.title} [{self.tag}]: primary, archive_command = '{self.archive_command}'")
         primary.init()
         primary.configure(archive_mode=True, archive_command=self.archive_command)
+        if self.load == "oltp":
+            primary.configure(**OLTP_GUCS)
         primary.start()
         if self.pgbr is not None:
             self.pgbr.run("stanza-create")
             self.pgbr.run("check")
         primary.wait_archived(primary.switch_wal(), timeout=120)
-        b.say(f"{self.mode.title}: base backup (pg_basebackup -X none)")
+        if self.load == "oltp":
+            b.say(f"{self.mode.title} [{self.tag}]: pgbench -i -s {b.args.oltp_scale} (not measured)")
+            primary.pgbench_init(b.args.oltp_scale)
+            primary.psql("CHECKPOINT")
+            primary.wait_archived(primary.switch_wal(), timeout=b.args.timeout)
+        b.say(f"{self.mode.title} [{self.tag}]: base backup (pg_basebackup -X none)")
         self.restored.backup_from(primary, wal_method="none")
         result: dict[str, Any] = {"mode": self.mode.name, "title": self.mode.title}
         result["live"] = self.live()
@@ -648,14 +691,38 @@ class ModeRun:
         self.restored.stop()
         stop_worker(b, worker_pid(b, self.restored.data_dir))
         b.reaper.wait_gone("pgbackrest", 30)
+        result["stored"] = self.stored()
         return result
 
+    def stored(self) -> dict[str, Any]:
+        """The sizes in the bucket of the segments the two loads wrote (live and drain, not the set-up before them):
+        how well this load's WAL compressed with this tool."""
+        prefix = f"{self.prefix}/wal/" if self.pgbr is None else f"pgbackrest/archive/bench-{self.tag}/"
+        pages = self.b.moto.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)  # type: ignore[attr-defined]
+        sizes = [
+            o["Size"]
+            for page in pages
+            for o in page.get("Contents", [])
+            if (m := _SEGMENT_KEY_RE.search(o["Key"])) and m["name"] >= self.first_load_segment
+        ]
+        stored = sum(sizes)
+        return {
+            "segments": len(sizes),
+            "stored_mib": round(stored / (1 << 20), 1),
+            "ratio": round(len(sizes) * SEG / stored, 1) if stored else None,
+        }
+
     def _load(self) -> tuple[float, str, int]:
-        """pgbench -i as fast as it goes; return its duration, the last segment and the WAL bytes written."""
-        primary = self.primary
+        """The load, as fast as it goes; return its duration, the last segment and the WAL bytes written."""
+        primary, args = self.primary, self.b.args
         lsn0 = primary.current_lsn()
+        if not self.first_load_segment:
+            self.first_load_segment = primary.scalar(f"SELECT pg_walfile_name('{lsn0}')")
         started = time.monotonic()
-        primary.pgbench_init(self.b.args.scale)
+        if self.load == "oltp":
+            primary.pgbench(transactions=args.oltp_transactions, clients=4)
+        else:
+            primary.pgbench_init(args.scale)
         duration = time.monotonic() - started
         rows = primary.psql(
             f"SELECT pg_create_restore_point('{TARGET_NAME}');"
@@ -668,8 +735,8 @@ class ModeRun:
         status = primary.wal_dir / "archive_status"
         _wait_caught_up(primary, 120)
         archived0 = primary.archiver().archived_count
-        meter = Meter(b, self.t_archive, primary.data_dir, f"{self.mode.name}.live")
-        b.say(f"{self.mode.title}: live load, pgbench -i -s {b.args.scale} with archiving on")
+        meter = Meter(b, self.t_archive, primary.data_dir, f"{self.label}.live")
+        b.say(f"{self.mode.title} [{self.tag}]: live load with archiving on")
         meter.start()
         with Backlog(status) as backlog:
             duration, last, wal_bytes = self._load()
@@ -680,7 +747,7 @@ class ModeRun:
         segments = stats.archived_count - archived0
         lag = done - load_end if caught_up else None
         b.say(
-            f"{self.mode.title}: {wal_bytes / (1 << 20):.0f} MiB of WAL in {duration:.1f} s; last segment "
+            f"{self.mode.title} [{self.tag}]: {wal_bytes / (1 << 20):.0f} MiB of WAL in {duration:.1f} s; last segment "
             f"archived {lag if lag is None else round(lag, 2)} s after the load's end"
         )
         return {
@@ -703,27 +770,34 @@ class ModeRun:
         primary.configure(archive_command="")
         _hup(primary)
         time.sleep(1)
-        b.say(f"{self.mode.title}: archiving paused; the same load again to build a backlog")
+        b.say(f"{self.mode.title} [{self.tag}]: archiving paused; the same load again to build a backlog")
         duration, last, wal_bytes = self._load()
         poll((status / f"{last}.ready").exists, 30)
         backlog = ready_count(status)
+        # a cold start, as after an outage or a pause: walbucket's worker stopped (pgBackRest's async process has
+        # already exited once its queue was empty), so the drain includes starting it, its connections and probes
+        stop_worker(b, worker_pid(b, primary.data_dir))
         primary.configure(archive_command=self.archive_command)
-        meter = Meter(b, self.t_archive, primary.data_dir, f"{self.mode.name}.drain")
+        meter = Meter(b, self.t_archive, primary.data_dir, f"{self.label}.drain")
         meter.start()
         with Backlog(status) as series:
             started = time.monotonic()
             _hup(primary)
+            moved = poll(lambda: ready_count(status) < backlog, b.args.timeout, 0.01)
+            first = time.monotonic() - started if moved else None
             caught_up = _wait_caught_up(primary, b.args.timeout)
             elapsed = time.monotonic() - started
         rate = backlog / elapsed if caught_up else None
         b.say(
-            f"{self.mode.title}: drained {backlog} segments in {elapsed:.1f} s "
-            f"({rate if rate is None else round(rate, 1)} segments/s)"
+            f"{self.mode.title} [{self.tag}]: drained {backlog} segments in {elapsed:.1f} s "
+            f"({rate if rate is None else round(rate, 1)} segments/s), the first after "
+            f"{first if first is None else round(first, 2)} s"
         )
         return {
             "wal_mib": round(wal_bytes / (1 << 20), 1),
             "load_s": round(duration, 2),
             "segments": backlog,
+            "first_archived_s": None if first is None else round(first, 3),
             "drain_s": round(elapsed, 3),
             "rate_seg_s": None if rate is None else round(rate, 2),
             "failed": primary.archiver().failed_count,
@@ -737,9 +811,10 @@ class ModeRun:
         restored.setup_recovery(
             self.restore_command, recovery_target_name=TARGET_NAME, recovery_target_action="promote"
         )
-        meter = Meter(b, self.t_restore, restored.data_dir, f"{self.mode.name}.pitr")
+        meter = Meter(b, self.t_restore, restored.data_dir, f"{self.label}.pitr")
         b.say(
-            f"{self.mode.title}: point-in-time recovery to '{TARGET_NAME}', restore_command = '{self.restore_command}'"
+            f"{self.mode.title} [{self.tag}]: point-in-time recovery to '{TARGET_NAME}', "
+            f"restore_command = '{self.restore_command}'"
         )
         meter.start()
         started = time.monotonic()
@@ -749,7 +824,10 @@ class ModeRun:
         state = _recovery_state(restored) if finished else "timeout"
         segments = len(set(_RESTORED_RE.findall(restored.log_text())))
         rate = segments / elapsed if state == "ready" else None
-        b.say(f"{self.mode.title}: recovery {state}: {segments} segments restored and replayed in {elapsed:.1f} s")
+        b.say(
+            f"{self.mode.title} [{self.tag}]: recovery {state}: {segments} segments restored and replayed in "
+            f"{elapsed:.1f} s"
+        )
         return {
             "state": state,
             "segments": segments,
@@ -860,21 +938,30 @@ def machine_details(lab: PgLab) -> dict[str, Any]:
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", type=int, default=85, help="pgbench scale of each load (85: ~1.03 GiB of WAL)")
+    parser.add_argument("--scale", type=int, default=85, help="pgbench -i scale, init load (85: ~1.03 GiB of WAL)")
+    parser.add_argument("--loads", default="init,oltp", help="comma-separated subset of init, oltp")
+    parser.add_argument("--transport", default="tls", help="tls, http or tls,http: how walbucket reaches S3")
+    parser.add_argument("--oltp-scale", type=int, default=30, help="pgbench scale of the oltp table (30: ~450 MB)")
+    parser.add_argument("--oltp-transactions", type=int, default=OLTP_TRANSACTIONS,
+                        help="transactions per client (4 clients) of each oltp load")  # fmt: skip
     parser.add_argument("--runs", type=int, default=7, help="runs per latency figure (the median is reported)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {', '.join(MODES)}")
     parser.add_argument("--no-pgbackrest", action="store_true", help="leave pgBackRest out even when installed")
     parser.add_argument("--no-latency", action="store_true", help="skip the latency runs")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for a drain or a recovery")
-    parser.add_argument("--quick", action="store_true", help="try the harness: --scale 8 --runs 3")
+    parser.add_argument("--quick", action="store_true", help="try the harness: smaller loads, 3 runs")
     parser.add_argument("--out", type=Path, default=Path("bench-output"), help="where the JSON and table go")
     parser.add_argument("--keep", action="store_true", help="keep the lab directory (data dirs, logs)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.scale, args.runs = 8, 3
+        args.scale, args.runs, args.oltp_scale, args.oltp_transactions = 8, 3, 12, OLTP_TRANSACTIONS // 10
     unknown = set(args.modes.split(",")) - set(MODES)
     if unknown:
         parser.error(f"unknown modes {', '.join(sorted(unknown))}")
+    args.loads = args.loads.split(",")
+    args.transports = args.transport.split(",")
+    if set(args.loads) - {"init", "oltp"} or set(args.transports) - {"tls", "http"}:
+        parser.error("--loads takes init and/or oltp, --transport tls and/or http")
     return args
 
 
@@ -882,15 +969,21 @@ def _run_all(b: Bench, modes: list[Mode], results: dict[str, Any]) -> None:
     if not b.args.no_latency:
         results["latency"] = run_latency(b)
         results["codecs"] = results["latency"].pop("codecs", None)
-    for mode in modes:
-        try:
-            results["modes"][mode.name] = ModeRun(b, mode).run()
-        except (BenchError, PgError, TimeoutError, subprocess.SubprocessError) as exc:
-            b.say(f"{mode.title}: FAILED: {exc}")
-            results["modes"][mode.name] = {"mode": mode.name, "title": mode.title, "error": str(exc)}
-        finally:
-            for cluster in b.lab.clusters:
-                cluster.kill()
+    for load in b.args.loads:
+        for transport in b.args.transports:
+            run: dict[str, Any] = {"load": load, "transport": transport, "modes": {}}
+            results["runs"].append(run)
+            for mode in modes:
+                if mode.tool == "pgbackrest" and transport != "tls":
+                    continue  # pgBackRest speaks S3 only over TLS
+                try:
+                    run["modes"][mode.name] = ModeRun(b, mode, load, transport).run()
+                except (BenchError, PgError, TimeoutError, subprocess.SubprocessError) as exc:
+                    b.say(f"{mode.title} [{load}-{transport}]: FAILED: {exc}")
+                    run["modes"][mode.name] = {"mode": mode.name, "title": mode.title, "error": str(exc)}
+                finally:
+                    for cluster in b.lab.clusters:
+                        cluster.kill()
 
 
 def main(argv: list[str]) -> int:
@@ -900,7 +993,11 @@ def main(argv: list[str]) -> int:
     if missing or not Path("/usr/bin/time").exists():
         print(f"bench: missing {', '.join(map(str, missing)) or '/usr/bin/time'} (make bench installs it)")
         return 1
-    have_pgbr = pgbackrest_path() is not None and shutil.which("stunnel") is not None and not args.no_pgbackrest
+    have_stunnel = shutil.which("stunnel") is not None
+    if "tls" in args.transports and not have_stunnel:
+        print("bench: the tls transport needs stunnel (make bench installs it; --transport http runs without)")
+        return 1
+    have_pgbr = pgbackrest_path() is not None and have_stunnel and not args.no_pgbackrest
     modes = [MODES[m] for m in args.modes.split(",") if have_pgbr or MODES[m].tool != "pgbackrest"]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "moto.log").unlink(missing_ok=True)  # its request log is counted per phase
@@ -912,6 +1009,10 @@ def main(argv: list[str]) -> int:
             "scale": args.scale,
             "runs": args.runs,
             "modes": [m.name for m in modes],
+            "loads": args.loads,
+            "transports": args.transports,
+            "oltp_scale": args.oltp_scale,
+            "oltp_transactions": args.oltp_transactions,
             "pgbackrest": "installed" if have_pgbr else "not installed (or --no-pgbackrest)",
             "walbucket_codec": _walbucket_codec(),
         },
@@ -919,7 +1020,7 @@ def main(argv: list[str]) -> int:
         "startup": startup_profile(
             str(walbucket_executable().with_name("python")), args.runs, str(walbucket_executable())
         ),
-        "modes": {},
+        "runs": [],
     }
     cpu0 = _machine_cpu()
     reaper = Reaper().start()
@@ -928,11 +1029,13 @@ def main(argv: list[str]) -> int:
     try:
         moto.start()
         moto.client().create_bucket(Bucket=BUCKET)  # type: ignore[attr-defined]
-        if have_pgbr:
+        ca_bundle = None
+        if have_pgbr or "tls" in args.transports:
             stunnel = Stunnel(lab.base_dir / "stunnel", moto.port).start()
+            ca_bundle = lab.give(Path(shutil.copy(stunnel.cert, lab.base_dir / "stunnel-ca.pem")))
         wrapper = TimingDir.install_wrapper(lab.base_dir / "bin" / "timed", lab.give)
         say(f"lab {lab.base_dir}; moto {moto.url}; stunnel {stunnel.port if stunnel else 'not used'}")
-        _run_all(Bench(args, lab, moto, reaper, stunnel, wrapper, say), modes, results)
+        _run_all(Bench(args, lab, moto, reaper, stunnel, wrapper, say, ca_bundle), modes, results)
     except (BenchError, PgError, TimeoutError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
         failure = f"{type(exc).__name__}: {exc}"
     except KeyboardInterrupt:

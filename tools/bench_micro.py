@@ -45,10 +45,10 @@ _SNIPPETS = {
     "minimal_client_floor": ["-I", "-S", "-c", "import os, socket, json"],
     "async_fast_path": ["-c", FAST_PATH_IMPORTS],
     "full_cli": ["-c", "import walbucket.cli.main"],
-    "sync_path_boto3_client": [
+    "sync_path_s3_client": [
         "-c",
-        "import walbucket.cli.main, walbucket.store.factory, boto3\n"
-        "boto3.session.Session().client('s3', region_name='us-east-1', endpoint_url='http://127.0.0.1:9')",
+        "import walbucket.cli.main, walbucket.store.factory, botocore.session\n"
+        "botocore.session.Session().create_client('s3', region_name='us-east-1', endpoint_url='http://127.0.0.1:9')",
     ],
 }
 

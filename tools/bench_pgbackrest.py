@@ -37,9 +37,14 @@ class Stunnel:
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def cert(self) -> Path:
+        """The self-signed certificate (CN and subjectAltName 127.0.0.1): a CA bundle for clients that verify."""
+        return self.dir / "cert.pem"
+
     def start(self) -> Stunnel:
         self.dir.mkdir(parents=True, exist_ok=True)
-        cert, key = self.dir / "cert.pem", self.dir / "key.pem"
+        cert, key = self.cert, self.dir / "key.pem"
         subprocess.run(
             [
                 "openssl",

@@ -83,6 +83,7 @@ def _throughput_rows(modes: dict[str, Any]) -> list[tuple[str, Callable[[dict[st
         ("live: last segment archived after load end, s", lambda m: _fmt(_get(m, "live", "lag_s"), 2)),
         ("live: largest backlog, .ready files", lambda m: _fmt(_get(m, "live", "max_backlog"))),
         ("drain: backlog, segments", lambda m: _fmt(_get(m, "drain", "segments"))),
+        ("drain: first segment archived after, s", lambda m: _fmt(_get(m, "drain", "first_archived_s"), 2)),
         ("drain: time, s", lambda m: _fmt(_get(m, "drain", "drain_s"), 2)),
         ("drain: rate, segments/s", lambda m: _fmt(_get(m, "drain", "rate_seg_s"))),
         ("PITR: segments restored and replayed", lambda m: _fmt(_get(m, "pitr", "segments"))),
@@ -99,6 +100,8 @@ def _throughput_rows(modes: dict[str, Any]) -> list[tuple[str, Callable[[dict[st
         ("peak RSS of the worker, MiB", lambda m: _fmt(_peak(m, "worker_peak_rss_mib"))),
         ("peak RSS of an async daemon, MiB", lambda m: _fmt(_peak(m, "daemon_max_rss_mib"))),
         ("failed archive commands", lambda m: _fmt(_get(m, "live", "failed") or 0)),
+        ("WAL compression: stored segments", lambda m: _fmt(_get(m, "stored", "segments"))),
+        ("WAL compression: ratio, x", lambda m: _fmt(_get(m, "stored", "ratio"))),
     ]
 
 
@@ -157,7 +160,7 @@ def startup_lines(results: dict[str, Any]) -> list[str]:
             ("bin/walbucket push, answered from the spool", "script_push"),
             ("bin/walbucket get, answered from the spool", "script_get"),
             ("full command line (walbucket.cli.main)", "full_cli"),
-            ("sync path (+ boto3 and an S3 client)", "sync_path_boto3_client"),
+            ("sync path (+ botocore and an S3 client)", "sync_path_s3_client"),
         ]
         lines += ["", "Start-up of a fresh process (median wall ms / CPU ms)"]
         for label, k in cells:
@@ -193,14 +196,35 @@ def startup_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _load_label(load: str, settings: dict[str, Any]) -> str:
+    if load == "oltp":
+        return (
+            f"load oltp: pgbench -c 4 -t {settings.get('oltp_transactions', '?')} (TPC-B-like) on pgbench scale "
+            f"{settings.get('oltp_scale', '?')}, shared_buffers 128MB, checkpoint_timeout 30s (full-page writes)"
+        )
+    return f"load init: pgbench -i -s {settings['scale']}"
+
+
+def _transport_label(transport: str) -> str:
+    if transport == "http":
+        return "transport http: walbucket to moto over plain HTTP (pgBackRest needs TLS: not run)"
+    return "transport tls: walbucket and pgBackRest through the same stunnel TLS endpoint in front of moto"
+
+
+def _runs(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each (load, transport) run; results from before runs existed count as one init run over http."""
+    if "runs" in results:
+        return list(results["runs"])
+    return [{"load": "init", "transport": "http", "modes": results.get("modes", {})}] if results.get("modes") else []
+
+
 def render(results: dict[str, Any]) -> str:
     lines = [f"walbucket benchmark, {results['started']} (took {results.get('elapsed_s', '?')} s)"]
     lines += _machine(results)
     s = results["settings"]
     lines.append(
-        f"load: pgbench -i -s {s['scale']} per phase; walbucket {s.get('walbucket_codec', '?')}; "
-        f"pgBackRest compress-type=zst level 3, archive-async=y, process-max=4 (TLS through stunnel); "
-        f"pgBackRest {s['pgbackrest']}"
+        f"walbucket {s.get('walbucket_codec', '?')}; pgBackRest compress-type=zst level 3, archive-async=y, "
+        f"process-max=4; pgBackRest {s['pgbackrest']}; latency over {s.get('transports', ['http'])[0]}"
     )
     lines += startup_lines(results)
     latency = results.get("latency") or {}
@@ -212,19 +236,22 @@ def render(results: dict[str, Any]) -> str:
                 f"  {label:44}{_lat_cell(latency.get(wb) if wb else None):34}"
                 f"{_lat_cell(latency.get(pgbr) if pgbr else None)}"
             )
-    modes = [results["modes"][name] for name in _MODE_ORDER if name in results.get("modes", {})]
-    if modes:
-        lines += ["", "Throughput, CPU and memory (same load per mode; one run)", ""]
+    for run in _runs(results):
+        modes = [run["modes"][name] for name in _MODE_ORDER if name in run["modes"]]
+        if not modes:
+            continue
+        lines += ["", f"Throughput, CPU and memory (one run): {_load_label(run['load'], s)}",
+                  f"  {_transport_label(run['transport'])}", ""]  # fmt: skip
         lines.append(f"  {'':48}" + "".join(f"{m['title']:>18}" for m in modes))
-        for label, cell in _throughput_rows(results["modes"]):
+        for label, cell in _throughput_rows(run["modes"]):
             values = ["error" if "error" in m else cell(m) for m in modes]
             lines.append(f"  {label:48}" + "".join(f"{v:>18}" for v in values))
-        lines += ["", "Backlog of .ready files, sampled each second (NxK: N for K seconds)"]
+        lines += ["", "  Backlog of .ready files, sampled each second (NxK: N for K seconds)"]
         for m in modes:
             for phase in ("live", "drain"):
                 samples = _get(m, phase, "backlog")
                 if samples:
-                    lines.append(f"  {m['title']:17} {phase:6} {_series(samples)}")
+                    lines.append(f"    {m['title']:17} {phase:6} {_series(samples)}")
         errors = [f"  {m['title']}: {m['error']}" for m in modes if "error" in m]
         if errors:
             lines += ["", "Errors", *errors]
@@ -244,35 +271,14 @@ def _status(ok: bool | None) -> str:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, str]]:
-    modes = results.get("modes", {})
-    wb = modes.get("wb-async", {})
-    pgbr = modes.get("pgbr-async", {})
     latency = results.get("latency", {})
     out: list[dict[str, str]] = []
 
     def add(target: str, ok: bool | None, detail: str) -> None:
         out.append({"target": target, "status": _status(ok), "detail": detail})
 
-    drain, pgbr_drain = _get(wb, "drain", "rate_seg_s"), _get(pgbr, "drain", "rate_seg_s")
-    if pgbr_drain is not None:
-        need = 1.5 * pgbr_drain
-        add(
-            "backlog drain >= 1.5x pgBackRest async",
-            None if drain is None else drain >= need,
-            f"{_fmt(drain)} vs 1.5 x {pgbr_drain:.1f} = {need:.1f} segments/s",
-        )
-    else:
-        add(
-            "backlog drain >= 28 segments/s (pgBackRest absent)",
-            None if drain is None else drain >= 28,
-            f"{_fmt(drain)} segments/s",
-        )
-    lag = _get(wb, "live", "lag_s")
-    add(
-        "live load: last segment archived within 1 s of the load's end",
-        None if lag is None else lag <= 1.0,
-        f"{_fmt(lag, 2)} s",
-    )
+    for run in _runs(results):
+        out += _run_targets(run)
     for op, keys in (
         ("push", ("wb.async.push_worker", "wb.async.push_spool")),
         ("get", ("wb.async.get_worker", "wb.async.get_spool")),
@@ -290,25 +296,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
         None if missing is None else missing <= 30,
         f"{_fmt(missing, 0)} ms",
     )
-    pitr, pgbr_pitr = _get(wb, "pitr", "rate_seg_s"), _get(pgbr, "pitr", "rate_seg_s")
-    pitr_cpu = _get(wb, "pitr", "cpu", "tool_cpu_per_segment_ms")
-    ok = None if pitr is None or pitr_cpu is None else pitr_cpu <= 50 and (pgbr_pitr is None or pitr >= pgbr_pitr)
-    add(
-        "PITR replay >= pgBackRest's rate with <= 50 ms walbucket CPU per segment",
-        ok,
-        f"{_fmt(pitr)} vs {_fmt(pgbr_pitr)} segments/s; {_fmt(pitr_cpu)} ms CPU per segment",
-    )
-    cpu = _combined_cpu(wb)[0] if wb and "error" not in wb else None
-    add(
-        "CPU per archived segment <= 60 ms with zstd",
-        None if cpu is None else cpu <= 60,
-        f"{_fmt(cpu)} ms (live load and drain together)",
-    )
     peaks = [
         _peak(m, k)
-        for m in (wb, modes.get("wb-sync", {}))
+        for run in _runs(results)
+        for name in ("wb-async", "wb-sync")
+        if (m := run["modes"].get(name)) and "error" not in m
         for k in ("command_max_rss_mib", "worker_peak_rss_mib")
-        if m and "error" not in m
     ]
     peaks += [v.get("max_rss_mib") for k, v in latency.items() if k.startswith("wb.") and "max_rss_mib" in v]
     present = [p for p in peaks if p is not None]
@@ -318,4 +311,49 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
         None if peak is None else peak <= 100,
         f"{_fmt(peak)} MiB (largest of every command and worker measured)",
     )
+    return out
+
+
+def _run_targets(run: dict[str, Any]) -> list[dict[str, str]]:
+    """One run's targets, walbucket async against pgBackRest async where it ran (TLS), else absolute figures."""
+    wb = run["modes"].get("wb-async", {})
+    pgbr = run["modes"].get("pgbr-async", {})
+    wb = {} if "error" in wb else wb
+    pgbr = {} if "error" in pgbr else pgbr
+    where = f" [{run['load']}, {run['transport']}]"
+    out: list[dict[str, str]] = []
+
+    def add(target: str, ok: bool | None, detail: str) -> None:
+        out.append({"target": target + where, "status": _status(ok), "detail": detail})
+
+    drain, pgbr_drain = _get(wb, "drain", "rate_seg_s"), _get(pgbr, "drain", "rate_seg_s")
+    if pgbr_drain is not None:
+        need = 1.5 * pgbr_drain
+        add("backlog drain >= 1.5x pgBackRest async", None if drain is None else drain >= need,
+            f"{_fmt(drain)} vs 1.5 x {pgbr_drain:.1f} = {need:.1f} segments/s")  # fmt: skip
+    else:
+        add("backlog drain >= 28 segments/s (pgBackRest absent)", None if drain is None else drain >= 28,
+            f"{_fmt(drain)} segments/s")  # fmt: skip
+    lag = _get(wb, "live", "lag_s")
+    add("live load: last segment archived within 1 s of the load's end", None if lag is None else lag <= 1.0,
+        f"{_fmt(lag, 2)} s")  # fmt: skip
+    cpu = _combined_cpu(wb)[0] if wb else None
+    pgbr_cpu = _combined_cpu(pgbr)[0] if pgbr else None
+    if pgbr_cpu is not None:
+        add("CPU per archived segment <= pgBackRest async's", None if cpu is None else cpu <= pgbr_cpu,
+            f"{_fmt(cpu)} vs {_fmt(pgbr_cpu)} ms (live load and drain together)")  # fmt: skip
+    else:
+        add("CPU per archived segment <= 60 ms with zstd", None if cpu is None else cpu <= 60,
+            f"{_fmt(cpu)} ms (live load and drain together)")  # fmt: skip
+    pitr, pgbr_pitr = _get(wb, "pitr", "rate_seg_s"), _get(pgbr, "pitr", "rate_seg_s")
+    pitr_cpu = _get(wb, "pitr", "cpu", "tool_cpu_per_segment_ms")
+    pgbr_pitr_cpu = _get(pgbr, "pitr", "cpu", "tool_cpu_per_segment_ms")
+    if pgbr_pitr is not None and pgbr_pitr_cpu is not None:
+        ok = None if pitr is None or pitr_cpu is None else pitr >= pgbr_pitr and pitr_cpu <= pgbr_pitr_cpu
+        detail = f"{_fmt(pitr)} vs {_fmt(pgbr_pitr)} segments/s; {_fmt(pitr_cpu)} vs {_fmt(pgbr_pitr_cpu)} ms CPU"
+        add("PITR replay >= pgBackRest's rate at <= its CPU per restored segment", ok, detail)
+    else:
+        ok = None if pitr_cpu is None else pitr_cpu <= 50
+        add("PITR replay with <= 50 ms walbucket CPU per segment (pgBackRest absent)", ok,
+            f"{_fmt(pitr)} segments/s; {_fmt(pitr_cpu)} ms CPU per segment")  # fmt: skip
     return out
