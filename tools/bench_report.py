@@ -200,7 +200,7 @@ def _load_label(load: str, settings: dict[str, Any]) -> str:
     if load == "oltp":
         return (
             f"load oltp: pgbench -c 4 -t {settings.get('oltp_transactions', '?')} (TPC-B-like) on pgbench scale "
-            f"{settings.get('oltp_scale', '?')}, shared_buffers 128MB, checkpoint_timeout 30s (full-page writes)"
+            f"{settings.get('oltp_scale', '?')}, shared_buffers 128MB, checkpoints each 30 s or 64 MB (page images)"
         )
     return f"load init: pgbench -i -s {settings['scale']}"
 
