@@ -9,7 +9,6 @@ differently from moto shows up here first.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Iterator
@@ -27,7 +26,6 @@ from walbucket.core.settings import Settings, load_settings
 from walbucket.store.factory import open_store
 from walbucket.store.memory import MemoryStore
 from walbucket.store.protocol import ObjectInfo, Store, StoreFeatures
-from walbucket.store.s3 import S3Store
 
 MIB = 1 << 20
 META = {"walbucket-format": "1", "walbucket-sha256": "ab" * 32, "walbucket-size": "5", "walbucket-codec": "none"}
@@ -323,42 +321,3 @@ def test_lifecycle_rules_are_none_until_the_bucket_has_a_configuration(backend: 
     rules = store.lifecycle_rules()
     # S3 defines no order of the rules: moto answers them as given, Ceph RGW sorted by ID
     assert rules is not None and sorted(rules, key=_rule_id) == sorted(RULES, key=_rule_id)
-
-
-S3_STORES = pytest.mark.parametrize("backend", ENDPOINTS, indirect=True)
-
-
-@S3_STORES
-@pytest.mark.parametrize("checksum", ["sha256", "md5"])
-def test_uploads_are_hashed_once_over_https_and_signed_with_their_body_over_http(
-    backend: Backend, checksum: str
-) -> None:
-    """The checksum header already covers the body, and TLS the transport: over https the signature takes
-    UNSIGNED-PAYLOAD instead of a second SHA-256 of the body (botocore chooses so by itself only for a Content-MD5,
-    not for the x-amz-checksum-sha256 walbucket computes); over plain http the body stays signed. Single-part and
-    multipart uploads alike, with either checksum header (RGW 16.2 ignores the SHA-256 one; the bytes are checked
-    on reading back)."""
-    assert isinstance(backend.store, S3Store) and backend.endpoint is not None
-    store = backend.store.with_features(dataclasses.replace(backend.store._features, checksum=checksum))
-    assert isinstance(store, S3Store)
-    sent: list[tuple[str, str]] = []
-
-    def capture(request: Any, **_: Any) -> None:
-        if request.method in ("PUT", "POST") and request.body:
-            sent.append((request.method, str(request.headers.get("X-Amz-Content-SHA256", b""), "ascii")))
-
-    store._s3.client.meta.events.register("before-send.s3", capture)
-    small, large = os.urandom(1000), os.urandom(7 * MIB)  # the multipart threshold of _settings is 6 MiB
-
-    assert store.create("p/small", small, META, TAGS) is True
-    assert store.create("p/large", large, META, TAGS) is True
-
-    for key, body in (("p/small", small), ("p/large", large)):
-        stored = store.read(key)
-        assert stored is not None and stored.body == body
-    payload_hashes = {value for method, value in sent if method == "PUT"}
-    assert payload_hashes, sent
-    if backend.endpoint.https:
-        assert payload_hashes == {"UNSIGNED-PAYLOAD"}
-    else:
-        assert "UNSIGNED-PAYLOAD" not in payload_hashes

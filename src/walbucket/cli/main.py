@@ -1,6 +1,6 @@
 """The command line: parse, load settings, open the store, call a service, render one line, return an exit code.
 
-The only module that reads the environment, prints or exits. It imports boto3 only through open_store.
+The only module that reads the environment, prints or exits. It imports botocore only through open_store.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Turn Settings into what the services take: a store, push options, a spool. Shared by every command's handler.
 
 A handler gets the store through ``open_store``, a parameter of :func:`walbucket.cli.main.main`: the real
-factory (store/factory.py, which imports boto3 when called) or, in tests, one that returns an in-memory store.
+factory (store/factory.py, which imports botocore when called) or, in tests, one that returns an in-memory store.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ StoreFactory = Callable[[Settings], "Store"]
 
 
 def default_store_factory(settings: Settings) -> Store:
-    """The S3 store the settings name; boto3 is imported here, on first use."""
+    """The S3 store the settings name; botocore is imported here, on first use."""
     from walbucket.store.factory import open_store
 
     return open_store(settings)

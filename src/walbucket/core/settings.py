@@ -2,7 +2,7 @@
 
 Never reads os.environ or files itself: the CLI passes both in. Every setting has one name in the TOML file
 (``bucket``) and one in the environment (``WALBUCKET_BUCKET``); docs/configuration.md lists them all.
-Credentials are not settings: they come from boto3's standard chain only.
+Credentials are not settings: they come from the AWS SDK's standard chain only (botocore's, as in boto3).
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def load_settings(file_doc: Mapping[str, Any], env: Mapping[str, str], config_na
             "missing setting 'bucket'",
             hint=f"set {setting_env_name('bucket')} or 'bucket' in the file named by --config or {CONFIG_ENV}",
         )
-    if "region" not in values and env.get("AWS_REGION", "").strip():  # the newer AWS SDKs' name; boto3 ignores it
+    if "region" not in values and env.get("AWS_REGION", "").strip():  # the newer AWS SDKs' name; botocore ignores it
         values["region"] = env["AWS_REGION"].strip()
     if "state_dir" not in values and default_state_dir(env.get("HOME", "")):
         values["state_dir"] = default_state_dir(env["HOME"])

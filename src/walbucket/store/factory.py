@@ -21,16 +21,9 @@ def open_store(settings: Settings) -> Store:
 
     from .s3 import S3Store
 
-    https = not settings.endpoint_url or settings.endpoint_url.lower().startswith("https://")
     config = Config(
         region_name=settings.region,
-        # Over https, uploads are not hashed a second time for the signature (UNSIGNED-PAYLOAD): TLS protects the
-        # body in transit, the checksum header (or the proof of storage) what is stored. botocore decides so by
-        # itself only when it computed the checksum, and walbucket computes its own. Over http the body is signed.
-        s3={
-            "addressing_style": "path" if settings.path_style else "auto",
-            **({"payload_signing_enabled": False} if https else {}),
-        },
+        s3={"addressing_style": "path" if settings.path_style else "auto"},
         # total_max_attempts: botocore's max_attempts counts retries, so 1 would hide one retry from the budget
         retries={"total_max_attempts": 1, "mode": "standard"},  # walbucket's own policy retries, within its budget
         connect_timeout=settings.timeout,

@@ -1,4 +1,4 @@
-"""The S3 adapter: boto3 underneath, walbucket's errors above. botocore's exceptions never leave the adapter
+"""The S3 adapter: botocore underneath, walbucket's errors above. botocore's exceptions never leave the adapter
 (this module, s3_bucket.py, s3_wire.py, s3_proof.py, s3_probe.py).
 
 One retry policy (tenacity) wraps every request: exponential backoff with jitter, for transient errors only, until
