@@ -42,11 +42,29 @@ WALBUCKET = Path(sys.executable).with_name("walbucket")
 MOTO_FEATURES = StoreFeatures(tags=True, checksum="sha256", conditional_multipart=True, checksum_checked=False)
 
 
+# The files that keep one worker busy longest (20-130 s each on 2 cores, 2026-12-03), the PostgreSQL scenarios
+# (long chains of waiting) first, each group longest first. Only an order: a PostgreSQL file missing here starts
+# before all of them, any other file after them, in collection order.
+_LONG_FILES = (
+    "test_ha_postgres.py", "test_e2e_postgres.py", "test_faults_postgres.py", "test_ha_shared_archive.py",
+    "test_admin_postgres.py", "test_async_postgres.py",
+    "test_faults.py", "test_store_contract.py", "test_cli_faults.py", "test_async.py", "test_faults_worker.py",
+    "test_cli_stores.py", "test_cli.py", "test_providers_emulated.py", "test_terraform.py", "test_admin_cli.py",
+)  # fmt: skip
+
+
+def _start_rank(item: pytest.Item) -> int:
+    name = item.path.name
+    if name in _LONG_FILES:
+        return _LONG_FILES.index(name)
+    return -1 if item.get_closest_marker("postgres") is not None else len(_LONG_FILES)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The PostgreSQL scenarios first: under ``--dist loadfile`` (make test) each test file runs on one worker, so a
-    module's scenario fixture runs once, and its longest chains start before the short files that fill the other
-    workers around them."""
-    items.sort(key=lambda item: item.get_closest_marker("postgres") is None)  # stable: collection order otherwise
+    """The longest files first: under ``--dist loadfile`` (make test) each test file runs on one worker, so a module's
+    scenario fixture runs once; the PostgreSQL scenarios and then the longest files start before the short files that
+    fill the other workers around them, so that no long file starts last."""
+    items.sort(key=_start_rank)  # stable: collection order within a file and among the short files
 
 
 @pytest.fixture(scope="session")
